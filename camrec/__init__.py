@@ -1,0 +1,3 @@
+"""camrec: a local-first home camera recorder that writes age-encrypted clips."""
+
+__version__ = "0.1.0"

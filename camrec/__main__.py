@@ -1,0 +1,3 @@
+from camrec.cli import main
+
+raise SystemExit(main())

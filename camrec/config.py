@@ -1,0 +1,742 @@
+"""Configuration: one YAML file, read once at start-up, validated into frozen pydantic models.
+
+Every problem is a ConfigError whose message starts with ``file:line: dotted.key.path:`` so the
+user can go straight to the mistake. To get lines, the YAML is *composed* (not loaded): we walk
+the node tree ourselves, building plain data and a map {key path tuple: line} at the same time,
+then map pydantic's error ``loc`` tuples back to lines (falling back to the nearest parent).
+
+Secrets: ``${env:NAME}`` (and ``${cred:NAME}``, a systemd credential from $CREDENTIALS_DIRECTORY)
+may appear inside any string value; every substituted value and every password found in a URL
+is registered with camrec.redact before anything can be logged or raised. Error messages never
+show an input value that is not redacted. A config holding an age identity is refused outright:
+the recorder must only ever hold public keys (DESIGN §5, threat 1).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from camrec.errors import ConfigError, IdentityError
+from camrec.redact import redact, redact_url, register_secret, register_url_credentials
+from camrec.timeparse import format_duration, parse_duration, parse_size
+
+__all__ = [
+    "CameraConfig",
+    "Config",
+    "MotionSettings",
+    "Polygon",
+    "StorageConfig",
+    "load_config",
+    "parse_config",
+    "read_recipients_file",
+]
+
+CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# Config files are a few kilobytes; anything bigger is the wrong file (a clip, a log).
+MAX_CONFIG_BYTES = 1024 * 1024
+# Aliases let a tiny file expand exponentially ("billion laughs"); no real config comes close.
+MAX_NODES = 100_000
+MAX_DEPTH = 32
+IDENTITY_MESSAGE = "contains an age identity (private key); the recorder must only hold public keys"
+IDENTITY_HINT = "put the owner's public key (age1…) in 'recipients' and keep the identity off this device"
+
+
+def _fail(reason: str, hint: str | None = None) -> PydanticCustomError:
+    # A custom error keeps our wording (pydantic would prefix "Value error, ") and carries the hint.
+    context: dict[str, str] = {"reason": redact(reason)}
+    if hint:
+        context["hint"] = redact(hint)
+    return PydanticCustomError("camrec", "{reason}", context)
+
+
+# --- numbers, durations, sizes -------------------------------------------------------------
+
+
+def _range_text(lo: float | None, hi: float | None, fmt: Callable[[float], str]) -> str:
+    if lo is not None and hi is not None:
+        return f"between {fmt(lo)} and {fmt(hi)}"
+    return f"at least {fmt(lo)}" if lo is not None else f"at most {fmt(hi or 0)}"
+
+
+def _number(kind: type[int] | type[float], lo: float, hi: float | None, *, open_: bool = False) -> Any:
+    """A before-validator for a number in [lo, hi], or in (lo, hi) when ``open_``."""
+
+    def check(value: Any) -> Any:
+        # pydantic's lax mode would take True as 1; "threshold: yes" is a mistake, not a number.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _fail(f"expected a number, got {_kind_of(value)}")
+        if kind is int and not float(value).is_integer():
+            raise _fail(f"expected a whole number, got {value!r}")
+        if open_:
+            if value <= lo or (hi is not None and value >= hi):
+                bound = f"between {lo:g} and {hi:g} (exclusive)" if hi is not None else f"greater than {lo:g}"
+                raise _fail(f"must be {bound}, got {value!r}")
+        elif value < lo or (hi is not None and value > hi):
+            raise _fail(f"must be {_range_text(lo, hi, lambda v: f'{v:g}')}, got {value!r}")
+        return kind(value)
+
+    return check
+
+
+def _seconds(lo: float, hi: float) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        if not lo <= seconds <= hi:
+            raise _fail(f"must be {_range_text(lo, hi, format_duration)}, got {format_duration(seconds)}")
+        return seconds
+
+    return check
+
+
+def _size(lo: int, *, optional: bool = False) -> Callable[[Any], int | None]:
+    def check(value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        try:
+            size = parse_size(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        if size < lo:
+            raise _fail(f"must be at least {lo} bytes, got {size}")
+        return size
+
+    return check
+
+
+def _days(value: Any) -> float:
+    if isinstance(value, str):
+        raise _fail(f"expected a number of days, got {value!r}", hint="write a plain number, e.g. 30 (days) or 0.5")
+    return float(_number(float, 0, None, open_=True)(value))
+
+
+# --- sources --------------------------------------------------------------------------------
+
+_URL_SCHEMES = ("rtsp", "rtsps")
+_DEVICE = re.compile(r"/dev/video\d+|/dev/v4l/by-(?:id|path)/[^/\s]+")
+_SOURCE_HELP = "use rtsp://host:554/path, rtsps://…, synthetic: (the demo camera) or /dev/videoN"
+
+
+def _source(value: object) -> str:
+    """A camera source: rtsp(s) URL, synthetic:[options] or a V4L2 device; returned stripped."""
+    if not isinstance(value, str):
+        raise _fail(f"expected a source string, got {_kind_of(value)}", hint=_SOURCE_HELP)
+    text = value.strip()
+    register_url_credentials(text)
+    shown = redact_url(text)
+    if not text:
+        raise _fail("empty source", hint=_SOURCE_HELP)
+    if any(c.isspace() for c in text):
+        raise _fail(f"source {shown!r} contains whitespace", hint="percent-encode spaces in URLs as %20")
+    lowered = text.lower()
+    if lowered.startswith("synthetic:"):
+        return text
+    if lowered == "synthetic":
+        raise _fail("the demo camera is written 'synthetic:' (with a colon)", hint="source: synthetic:")
+    if text.startswith("/"):
+        if _DEVICE.fullmatch(text):
+            return text
+        raise _fail(f"{shown!r} is not a video device", hint="V4L2 cameras are /dev/videoN or /dev/v4l/by-id/…")
+
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        host_like = re.match(r"[\w.-]+(:\d+)?(/|$)", text) and ("." in text or ":" in text)
+        hint = f"add the scheme: rtsp://{redact_url(text)}" if host_like else _SOURCE_HELP
+        raise _fail(f"source {shown!r} has no scheme", hint=hint)
+    if scheme.lower() not in _URL_SCHEMES:
+        close = difflib.get_close_matches(scheme.lower(), _URL_SCHEMES, n=1, cutoff=0.5)
+        if scheme.lower() in ("http", "https"):
+            hint = "camrec records RTSP streams; look up the camera's rtsp:// URL (often rtsp://host:554/…)"
+        elif close:
+            hint = f"did you mean {redact_url(close[0] + '://' + rest)!r}?"
+        else:
+            hint = _SOURCE_HELP
+        raise _fail(f"unsupported source scheme {scheme!r}:// in {shown!r}", hint=hint)
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+    except ValueError:
+        raise _fail(f"source {shown!r} is not a valid URL (bad port or brackets)", hint=_SOURCE_HELP) from None
+    if not parts.hostname:
+        raise _fail(f"source {shown!r} has no host", hint="e.g. rtsp://192.168.1.20:554/stream1")
+    if port == 0:
+        raise _fail(f"source {shown!r} has port 0")
+    return text
+
+
+Source = Annotated[str, BeforeValidator(_source)]
+
+# --- polygons -------------------------------------------------------------------------------
+
+
+def _unit_coordinate(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(f"expected a number, got {_kind_of(value)}")
+    if not 0.0 <= value <= 1.0:
+        raise _fail(
+            f"coordinates are fractions of the frame between 0 and 1, got {value!r}",
+            hint="(0, 0) is the top-left corner and (1, 1) the bottom-right, whatever the resolution",
+        )
+    return float(value)
+
+
+Coordinate = Annotated[float, BeforeValidator(_unit_coordinate)]
+Point = tuple[Coordinate, Coordinate]
+
+
+def _check_polygon(points: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+    if len(points) < 3:
+        raise _fail(f"a polygon needs at least 3 points, got {len(points)}", hint="e.g. [[0, 0], [0.5, 0], [0.5, 1]]")
+    # Shoelace formula: a zero-area polygon (all points on a line) would silently match nothing.
+    twice_area = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(points, points[1:] + points[:1], strict=True))
+    if abs(twice_area) < 1e-9:
+        raise _fail("this polygon has no area (its points lie on one line)")
+    return points
+
+
+Polygon = Annotated[tuple[Point, ...], AfterValidator(_check_polygon)]
+
+# --- models ---------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MotionSettings(_Frozen):
+    """Motion detection tuning. All thresholds are on the downscaled detection frames."""
+
+    threshold: Annotated[int, BeforeValidator(_number(int, 1, 255))] = 25
+    min_area: Annotated[float, BeforeValidator(_number(float, 0, 1, open_=True))] = 0.002
+    min_frames: Annotated[int, BeforeValidator(_number(int, 1, 100))] = 2
+    detect_fps: Annotated[float, BeforeValidator(_number(float, 0.5, 30))] = 5.0
+    detect_width: Annotated[int, BeforeValidator(_number(int, 64, 1920))] = 320
+    zones: tuple[Polygon, ...] = ()
+    masks: tuple[Polygon, ...] = ()
+
+
+class CameraConfig(_Frozen):
+    source: Source
+    detect_source: Source | None = None
+    enabled: bool = True
+    pre_roll: Annotated[float, BeforeValidator(_seconds(0, 60))] = 5.0
+    post_roll: Annotated[float, BeforeValidator(_seconds(0, 600))] = 10.0
+    max_clip: Annotated[float, BeforeValidator(_seconds(10, 3600))] = 300.0
+    motion: MotionSettings = MotionSettings()
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout: Annotated[float, BeforeValidator(_seconds(1, 120))] = 10.0
+    read_timeout: Annotated[float, BeforeValidator(_seconds(1, 120))] = 5.0
+
+    @field_validator("enabled", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        # pydantic would accept 0/1 and "on"/"off" strings; YAML already maps yes/no/on/off to bools.
+        if not isinstance(value, bool):
+            raise _fail(f"expected true or false, got {_kind_of(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _pre_roll_fits(self) -> CameraConfig:
+        if self.pre_roll >= self.max_clip:
+            raise _fail(
+                f"pre_roll ({format_duration(self.pre_roll)}) must be shorter than "
+                f"max_clip ({format_duration(self.max_clip)})"
+            )
+        return self
+
+
+class StorageConfig(_Frozen):
+    path: Path
+    retention_days: Annotated[float, BeforeValidator(_days)] = 30.0
+    max_size: Annotated[int | None, BeforeValidator(_size(1, optional=True))] = None
+    min_free: Annotated[int, BeforeValidator(_size(0))] = 1_000_000_000
+    fsync_interval: Annotated[float, BeforeValidator(_seconds(0.1, 10))] = 1.0
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise _fail("empty path", hint="e.g. path: /var/lib/camrec")
+        if not isinstance(value, str | Path):
+            raise _fail(f"expected a directory path, got {_kind_of(value)}")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
+        # Relative to the config file, not to the daemon's working directory (which systemd
+        # sets to /): "path: clips" next to the config means the same thing wherever it runs.
+        value = value.expanduser()
+        base = (info.context or {}).get("base_dir")
+        if not value.is_absolute() and base is not None:
+            value = Path(base) / value
+        return value
+
+
+def _camera_name(name: str) -> str:
+    if not CAMERA_NAME.fullmatch(name):
+        raise _fail(
+            f"invalid camera name {name!r}: names become directory names",
+            hint="use 1-32 characters from A-Z a-z 0-9 _ -",
+        )
+    return name
+
+
+def _one_or_many(value: Any) -> Any:
+    # "recipients: age1…" (one key, no brackets) is how people write it; take it as a list.
+    return (value,) if isinstance(value, str) else value
+
+
+def _recipient(value: str) -> str:
+    from camrec.crypto.keys import parse_recipient  # lazily: keeps config importable on its own
+
+    text = value.strip()
+    try:
+        parse_recipient(text)
+    except IdentityError as exc:
+        # keys.py's messages name the offending key (public keys are not secret) and never a private one.
+        raise _fail(exc.message, hint=exc.hint or _RECIPIENT_HINT) from None
+    return text
+
+
+_RECIPIENT_HINT = "recipients are age public keys starting with age1 (the 'public key:' line of age-keygen)"
+
+
+class Config(_Frozen):
+    recipients: Annotated[tuple[Annotated[str, AfterValidator(_recipient)], ...], BeforeValidator(_one_or_many)]
+    # Where the recipients came from, when they were read from a file (informational).
+    recipients_file: Path | None = None
+    storage: StorageConfig
+    cameras: dict[Annotated[str, AfterValidator(_camera_name)], CameraConfig]
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Set by load_config (never from YAML): the absolute path of the file this came from.
+    source_path: Path | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("recipients")
+    @classmethod
+    def _at_least_one_recipient(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise _fail("at least one recipient (the owner's age public key) is required", hint=_RECIPIENT_HINT)
+        return tuple(dict.fromkeys(value))  # drop repeats, keep order
+
+    @field_validator("cameras")
+    @classmethod
+    def _at_least_one_camera(cls, value: dict[str, CameraConfig]) -> dict[str, CameraConfig]:
+        if not value:
+            raise _fail(
+                "at least one camera is required", hint="e.g. cameras: {front: {source: 'rtsp://host:554/stream'}}"
+            )
+        seen: dict[str, str] = {}
+        for name in value:
+            # exFAT/FAT USB disks and macOS are case-insensitive: "Front" and "front" would share files.
+            other = seen.setdefault(name.lower(), name)
+            if other != name:
+                raise _fail(f"camera names {other!r} and {name!r} differ only in case; they would share a directory")
+        return value
+
+
+# --- YAML → plain data + line map -----------------------------------------------------------
+
+KeyPath = tuple[str | int, ...]
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_STR_TAG = "tag:yaml.org,2002:str"
+_SUBSTITUTION = re.compile(r"\$(?P<escape>\$?)\{(?P<body>[^}]*)(?P<close>\}?)")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CRED_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
+
+
+def _dotted(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _where(label: str, line: int | None, path: KeyPath) -> str:
+    prefix = f"{label}:{line}" if line else label
+    return f"{prefix}: {_dotted(path)}" if path else prefix
+
+
+def _kind_of(value: Any) -> str:
+    # Describe a value by its kind only: the value itself may be a secret.
+    kinds: tuple[tuple[Any, str], ...] = (
+        (type(None), "nothing (an empty value)"),
+        (bool, "true/false"),
+        (int | float, "a number"),
+        (str, "a string"),
+        (list | tuple, "a list"),
+        (dict, "a mapping"),
+    )
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+class _Builder:
+    """Turns a composed YAML node tree into plain data, recording the line of every key path."""
+
+    def __init__(self, label: str, environ: Mapping[str, str]) -> None:
+        self.label = label
+        self.environ = environ
+        self.lines: dict[KeyPath, int] = {}
+        self.nodes = 0
+        self.active: set[int] = set()  # ids of the nodes being built, to catch recursive aliases
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def error(self, node: yaml.Node, path: KeyPath, message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(redact(f"{_where(self.label, node.start_mark.line + 1, path)}: {message}"), hint)
+
+    def build(self, node: yaml.Node, path: KeyPath) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.error(node, path, f"more than {MAX_NODES} values (runaway YAML aliases?)")
+        if len(path) > MAX_DEPTH:
+            raise self.error(node, path[:3], "nested too deeply")
+        if id(node) in self.active:
+            raise self.error(node, path, "a YAML alias refers to the value that contains it")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    self.lines[(*path, index)] = item.start_mark.line + 1
+                    items.append(self.build(item, (*path, index)))
+                return items
+            return self.scalar(node, path)
+        finally:
+            self.active.discard(id(node))
+
+    def mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
+        explicit: dict[str, Any] = {}
+        merged: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        # Merge keys ("<<: *defaults") first, so explicit keys win both the value and the line.
+        for key_node, value_node in node.value:
+            if key_node.tag != _MERGE_TAG:
+                continue
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode):
+                    raise self.error(source, path, "'<<' merges only mappings (e.g. <<: *defaults)")
+                for key, value in self.build(source, path).items():
+                    merged.setdefault(key, value)
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.error(key_node, path, "keys must be plain names, not lists or mappings")
+            # The raw text, not the resolved value: camera "1" stays "1", key "on" stays "on".
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            if key in first_line:
+                raise self.error(key_node, (*path, key), f"duplicate key (first set on line {first_line[key]})")
+            first_line[key] = line
+            self.lines[(*path, key)] = line
+            explicit[key] = self.build(value_node, (*path, key))
+        return {**merged, **explicit}
+
+    def scalar(self, node: yaml.Node, path: KeyPath) -> Any:
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "cannot read this value"
+            raise self.error(node, path, f"invalid value: {problem}") from None
+        if isinstance(value, str) and node.tag == _STR_TAG:
+            value = self.substitute(node, path, value)
+            register_url_credentials(value)
+        return value
+
+    def substitute(self, node: yaml.Node, path: KeyPath, text: str) -> str:
+        def replace(match: re.Match[str]) -> str:
+            body = match.group("body")
+            if match.group("escape"):
+                return match.group(0)[1:]  # "$${…}" is a literal "${…}"
+            if not match.group("close"):
+                raise self.error(node, path, "unterminated '${' (missing '}')", hint="write ${env:NAME}")
+            kind, _, name = body.partition(":")
+            if kind == "env" and _ENV_NAME.fullmatch(name):
+                value = self.environ.get(name)
+                if value is None:
+                    raise self.error(
+                        node,
+                        path,
+                        f"environment variable {name} is not set",
+                        hint=f"set {name} in the daemon's environment (systemd: Environment=)",
+                    )
+            elif kind == "cred" and _CRED_NAME.fullmatch(name):
+                value = self.credential(node, path, name)
+            else:
+                raise self.error(
+                    node,
+                    path,
+                    f"unsupported substitution '${{{body}}}'",
+                    hint="write ${env:NAME} for an environment variable, ${cred:NAME} for a systemd "
+                    "credential, or $${…} for a literal '${'",
+                )
+            register_secret(value)
+            if _contains_identity(value):
+                raise self.error(node, path, f"the value of ${{{body}}} {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
+            return value
+
+        if "$" not in text:
+            return text
+        return _SUBSTITUTION.sub(replace, text)
+
+    def credential(self, node: yaml.Node, path: KeyPath, name: str) -> str:
+        directory = self.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise self.error(
+                node,
+                path,
+                f"${{cred:{name}}} needs systemd credentials, but CREDENTIALS_DIRECTORY is not set",
+                hint="add LoadCredential= or SetCredentialEncrypted= to the camrec unit, or use ${env:NAME}",
+            )
+        try:
+            return (Path(directory) / name).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self.error(node, path, f"cannot read credential {name!r}: {exc}") from None
+
+
+def _contains_identity(text: str) -> bool:
+    from camrec.crypto.keys import contains_secret_key  # lazily: see _recipient
+
+    return bool(contains_secret_key(text))
+
+
+# --- pydantic errors → ConfigError ----------------------------------------------------------
+
+
+def _model_at(loc: KeyPath) -> type[BaseModel] | None:
+    """The model that validates the mapping at ``loc``, for did-you-mean hints."""
+    if len(loc) == 3 and loc[0] == "cameras" and loc[2] == "motion":
+        return MotionSettings
+    if len(loc) == 2 and loc[0] == "cameras":
+        return CameraConfig
+    top: dict[KeyPath, type[BaseModel]] = {(): Config, ("storage",): StorageConfig}
+    return top.get(loc)
+
+
+def _describe(error: Any, loc: KeyPath) -> tuple[str, str | None]:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "camrec":
+        return str(ctx.get("reason", error["msg"])), ctx.get("hint")
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        if model is None:
+            return "unknown key", None
+        known = [name for name in model.model_fields if name != "source_path"]  # set by camrec
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys here: {', '.join(known)}"
+        return "unknown key", hint
+    if kind == "missing":
+        if loc and isinstance(loc[-1], int):  # a short tuple, i.e. a point with one number
+            return "expected a point [x, y] with two numbers", None
+        return "required key is missing", None
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping (key: value lines), got {_kind_of(error.get('input'))}", None
+    if kind in ("tuple_type", "list_type"):
+        polygon = any(part in ("zones", "masks") for part in loc)
+        example = "each zone or mask is a list of [x, y] points: - [[0, 0], [1, 0], [1, 0.2]]"
+        return f"expected a list, got {_kind_of(error.get('input'))}", example if polygon else None
+    if kind in ("string_type", "path_type"):
+        return f"expected a string, got {_kind_of(error.get('input'))}", None
+    if kind in ("too_short", "too_long") and "tuple" in error["msg"].lower():
+        return f"expected a pair [x, y], got {ctx.get('actual_length', '?')} values", None
+    return str(error["msg"]), None
+
+
+def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, int]) -> ConfigError:
+    found: list[tuple[int, int, str, str | None]] = []
+    for index, error in enumerate(exc.errors(include_url=False)):
+        # Dict key errors end in "[key]"; other non-path parts would be pydantic's internal names.
+        loc: KeyPath = tuple(part for part in error["loc"] if part != "[key]")
+        line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 0)
+        message, hint = _describe(error, loc)
+        found.append((line, index, redact(f"{_where(label, line or None, loc)}: {message}"), hint))
+    found.sort(key=lambda item: (item[0], item[1]))  # report the first problem in file order
+    _, _, message, hint = found[0]
+    if len(found) > 1:
+        more = len(found) - 1
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return ConfigError(message, redact(hint) if hint else None)
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``; raises ConfigError on any problem."""
+    file = Path(path)
+    label = str(path)
+    if file.is_dir():
+        raise ConfigError(f"{label}: is a directory, not a config file", hint="pass the YAML file itself")
+    try:
+        size = file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{label}: {size} bytes is far too large for a config file; is this the right file?")
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{label}: no such file", hint="start from config/camrec.example.yaml, or pass --config PATH"
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"{label}: permission denied",
+            hint="run camrec as the user that owns the recorder, or make the file readable by it",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{label}:{line}: not UTF-8 text", hint="save the file as UTF-8") from None
+    return parse_config(text, file.absolute(), environ=environ, label=label)
+
+
+def parse_config(
+    text: str,
+    path: str | Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    label: str | None = None,
+) -> Config:
+    """Validate YAML ``text`` as if it were the file ``path`` (relative paths resolve against its
+    directory; the current directory when ``path`` is None). For tests and `camrec config check`."""
+    source = Path(path).absolute() if path is not None else None
+    label = label or (str(path) if path is not None else "<config>")
+    base_dir = source.parent if source is not None else Path.cwd()
+    environ = os.environ if environ is None else environ
+
+    if _contains_identity(text):
+        # Checked on the raw text first, before any parsing, so that even a broken file holding a
+        # key is refused with the message that matters. The key itself is never echoed.
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if _contains_identity(row)), None)
+        raise ConfigError(f"{_where(label, line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
+        hint = None
+        if "'\\t'" in what:
+            hint = "indent with spaces; YAML does not allow tabs"
+        elif "mapping values are not allowed" in what:
+            hint = 'quote values that contain ": " or end with ":", e.g. source: "synthetic:"'
+        raise ConfigError(redact(f"{_where(label, line, ())}: invalid YAML: {what}"), hint) from None
+    except yaml.YAMLError as exc:  # a ReaderError: a control character, with a position instead of a mark
+        position = getattr(exc, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+        what = str(exc).splitlines()[0]
+        raise ConfigError(redact(f"{_where(label, line, ())}: invalid YAML: {what}")) from None
+    except RecursionError:
+        raise ConfigError(f"{label}: invalid YAML: nested too deeply") from None
+    if root is None:
+        raise ConfigError(f"{label}: the file is empty", hint="start from config/camrec.example.yaml")
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{label}:{root.start_mark.line + 1}: expected settings (key: value lines) at the top level")
+
+    builder = _Builder(label, environ)
+    data: dict[str, Any] = builder.build(root, ())
+    lines = builder.lines
+    lines[()] = root.start_mark.line + 1
+    # Top-level "x-…" keys are ignored, as in Compose files, so they can hold YAML anchors shared
+    # by several cameras ("x-motion: &motion {...}" then "motion: *motion").
+    data = {key: value for key, value in data.items() if not key.startswith("x-")}
+
+    if "source_path" in data:  # a model field, but filled in below, never from YAML
+        raise ConfigError(f"{_where(label, lines[('source_path',)], ('source_path',))}: unknown key")
+
+    _recipients_from_file(data, lines, label, base_dir)
+    data["source_path"] = source
+    try:
+        return Config.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise _validation_error(exc, label, lines) from None
+
+
+def _recipients_from_file(data: dict[str, Any], lines: Mapping[KeyPath, int], label: str, base_dir: Path) -> None:
+    """Replace 'recipients_file: PATH' by the recipients it lists; exactly one of the two keys."""
+    if "recipients_file" not in data:
+        if "recipients" not in data:
+            raise ConfigError(
+                f"{_where(label, lines[()], ())}: no recipients: the owner's public key is required",
+                hint="add 'recipients: [age1…]' (or 'recipients_file: PATH'); make the key pair with "
+                "age-keygen on another device",
+            )
+        return
+    where = _where(label, lines[("recipients_file",)], ("recipients_file",))
+    if "recipients" in data:
+        raise ConfigError(f"{where}: set either 'recipients' or 'recipients_file', not both")
+    entry = data["recipients_file"]
+    if not isinstance(entry, str) or not entry.strip():
+        raise ConfigError(f"{where}: expected a file path, got {_kind_of(entry)}")
+    path = Path(entry).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    data["recipients"] = list(read_recipients_file(path, referenced_from=where))
+    data["recipients_file"] = path
+
+
+def read_recipients_file(path: Path, *, referenced_from: str | None = None) -> tuple[str, ...]:
+    """Recipients from a file with one age public key per line; blank lines and # comments ignored.
+
+    Errors name ``path:line``; ``referenced_from`` (e.g. "config.yaml:3: recipients_file") is
+    added to I/O errors so the user knows which setting pointed there.
+    """
+    via = f" (from {referenced_from})" if referenced_from else ""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such recipients file{via}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a recipients file{via}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read recipients file{via}: {exc}") from None
+    if _contains_identity(text):
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if _contains_identity(row)), None)
+        raise ConfigError(f"{_where(str(path), line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
+
+    from camrec.crypto.keys import parse_recipient
+
+    recipients: list[str] = []
+    for number, row in enumerate(text.splitlines(), 1):
+        entry = row.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        try:
+            parse_recipient(entry)
+        except IdentityError as exc:
+            raise ConfigError(f"{path}:{number}: {exc.message}", hint=exc.hint or _RECIPIENT_HINT) from None
+        recipients.append(entry)
+    if not recipients:
+        raise ConfigError(f"{path}: no recipients in this file{via}", hint=_RECIPIENT_HINT)
+    return tuple(recipients)

@@ -1,0 +1,154 @@
+"""The supervisor: one pipeline per camera, retention housekeeping, signals and systemd notify.
+
+Threads, not asyncio: every stage is a blocking C call (demux, decode, encrypt, fsync) that releases
+the GIL, so one thread per stage per camera is the simplest correct shape; queues connect them.
+
+    capture(main) ──packets──▶ recorder ◀──motion── detection ◀──packets── capture(main or detect)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from camrec.capture import Capture
+from camrec.detection import DetectionWorker
+from camrec.errors import StorageError
+from camrec.recorder import Recorder
+from camrec.sources import Clock, Source, SystemClock, make_source
+from camrec.store.writer import Store
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_INTERVAL = 60.0
+
+
+def sd_notify(message: str) -> None:
+    """Tells systemd about our state (Type=notify); a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.connect(address)
+        s.sendall(message.encode())
+
+
+class CameraPipeline:
+    """Capture → (detection) → recorder for one camera."""
+
+    def __init__(self, name: str, cam: Any, store: Store, clock: Clock, stop: threading.Event) -> None:
+        self.name = name
+        self.recorder = Recorder(name, cam, store, clock)
+        self.detector = DetectionWorker(name, cam.motion, self.recorder.put_motion, stop)
+
+        def maker(url: str) -> Callable[[int], Source]:
+            return lambda generation: make_source(
+                url, transport=cam.rtsp_transport, open_timeout=cam.open_timeout,
+                read_timeout=cam.read_timeout, generation=generation, clock=clock)
+
+        def on_main(p: Any) -> None:
+            self.recorder.put_packet(p)
+            if not cam.detect_source:  # otherwise the sub-stream alone is decoded
+                self.detector.packets.put(p)
+
+        self.captures = [Capture(name, "main", maker(cam.source), on_main, self.recorder.disconnected, stop)]
+        if cam.detect_source:
+            self.captures.append(Capture(name, "detect", maker(cam.detect_source), self.detector.packets.put,
+                                         lambda: None, stop))
+
+    def start(self) -> None:
+        self.recorder.start()
+        self.detector.start()
+        for c in self.captures:
+            c.start()
+
+    def stop(self, timeout: float) -> None:
+        """Closes the open clip first (it matters most), then lets the other threads wind down."""
+        self.recorder.stop()
+        self.recorder.join(timeout)
+        self.detector.packets.put(None)
+        for t in (self.detector, *self.captures):
+            t.join(max(0.1, timeout / 4))
+
+    def status_line(self) -> str:
+        main = self.captures[0].status
+        state = "recording" if self.recorder.status.recording else main.state
+        return f"{self.name}: {state}"
+
+
+class Daemon:
+    def __init__(self, config: Any, clock: Clock | None = None) -> None:
+        from camrec.crypto.keys import parse_recipient
+
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.stop_event = threading.Event()
+        recipients = [parse_recipient(r) for r in config.recipients]
+        st = config.storage
+        self.store = Store(st.path, recipients, fsync_interval=st.fsync_interval, clock=self.clock)
+        self.pipelines = [CameraPipeline(name, cam, self.store, self.clock, self.stop_event)
+                          for name, cam in config.cameras.items() if cam.enabled]
+
+    def recover(self) -> dict[str, int]:
+        counts = self.store.reconcile()
+        if any(counts.values()):
+            log.info("start-up check: %s", ", ".join(f"{v} {k}" for k, v in counts.items() if v))
+        self.housekeeping()
+        return counts
+
+    def housekeeping(self) -> None:
+        st = self.config.storage
+        try:
+            deleted = self.store.apply_retention(retention_days=st.retention_days, max_size=st.max_size,
+                                                 min_free=st.min_free)
+        except StorageError as exc:
+            log.error("retention: %s", exc.message)
+            return
+        if deleted:
+            log.info("retention: deleted %d clip(s), %d bytes", len(deleted), sum(r.size for r in deleted))
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("received %s: closing clips and stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+    def run(self, duration: float | None = None) -> None:
+        """Records until stopped (a signal, `stop_event`, or after `duration` seconds)."""
+        self.recover()
+        for p in self.pipelines:
+            p.start()
+        sd_notify("READY=1\nSTATUS=recording")
+        log.info("recording %d camera(s) into %s", len(self.pipelines), self.store.root)
+        started = time.monotonic()
+        next_housekeeping = started + HOUSEKEEPING_INTERVAL
+        try:
+            while not self.stop_event.wait(0.5):
+                now = time.monotonic()
+                if duration is not None and now - started >= duration:
+                    break
+                if now >= next_housekeeping:
+                    self.housekeeping()
+                    next_housekeeping = now + HOUSEKEEPING_INTERVAL
+                sd_notify("STATUS=" + "; ".join(p.status_line() for p in self.pipelines))
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        self.stop_event.set()
+        for p in self.pipelines:
+            p.stop(timeout=10.0)
+        self.store.close()
+        log.info("stopped")

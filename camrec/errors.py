@@ -1,0 +1,69 @@
+"""The error hierarchy. Each class carries the exit code the CLI returns for it.
+
+Exit codes (also listed in README.md):
+  0  success
+  1  unexpected internal error (a bug: the traceback is logged once)
+  2  usage error (bad command line)
+  3  configuration error
+  4  camera/source error (unreachable camera, unreadable input)
+  5  identity error (no identity matches the file, unreadable or malformed key)
+  6  format error (not an age file, malformed header)
+  7  integrity error (authentication failed: the file was altered or is corrupt)
+  8  truncated clip (the authenticated prefix was released; see `decrypt --salvage`)
+  9  storage error (unwritable directory, disk full, index problems)
+ 130 interrupted (Ctrl-C)
+"""
+
+from __future__ import annotations
+
+
+class CamrecError(Exception):
+    """Base class: a message for the user, an optional hint, and an exit code."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(CamrecError):
+    exit_code = 2
+
+
+class ConfigError(CamrecError):
+    exit_code = 3
+
+
+class SourceError(CamrecError):
+    exit_code = 4
+
+
+class IdentityError(CamrecError):
+    exit_code = 5
+
+
+class FormatError(CamrecError):
+    exit_code = 6
+
+
+class IntegrityError(CamrecError):
+    exit_code = 7
+
+
+class TruncatedError(CamrecError):
+    """The file ends before its final chunk (a crash cut it). Carries how much was authenticated."""
+
+    exit_code = 8
+
+    def __init__(self, message: str, hint: str | None = None, authenticated_bytes: int = 0) -> None:
+        super().__init__(message, hint)
+        self.authenticated_bytes = authenticated_bytes
+
+
+class StorageError(CamrecError):
+    exit_code = 9
+
+
+EXIT_INTERRUPTED = 130

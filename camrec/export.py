@@ -1,0 +1,136 @@
+"""Owner-side export: select clips → decrypt (streaming) → remux to a plain, playable MP4.
+
+Decryption runs in a thread that writes plaintext into a pipe; PyAV demuxes from the other end, so
+a clip is never held whole in memory and plaintext only ever lands in the owner's chosen output,
+written to a temporary name and renamed into place (no half-written .mp4 is ever visible).
+A clip cut short by a crash (no final age chunk) is exported up to its last complete fragment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import av
+
+from camrec.crypto.stream import decrypt_stream
+from camrec.errors import CamrecError, FormatError, StorageError, TruncatedError
+
+log = logging.getLogger(__name__)
+
+
+class _PipeReader:
+    """Read-only, non-seekable view of a pipe for PyAV (no `seek`: FFmpeg then reads straight through)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+
+class _DecryptThread(threading.Thread):
+    def __init__(self, src: Path, identities: Sequence[Any], out: BinaryIO) -> None:
+        super().__init__(daemon=True, name="decrypt")
+        self.src, self.identities, self.out = src, identities, out
+        self.error: BaseException | None = None
+        self.plaintext_bytes = 0
+
+    def run(self) -> None:
+        try:
+            with open(self.src, "rb") as f:
+                self.plaintext_bytes = decrypt_stream(f, self.identities, self.out)
+        except TruncatedError as exc:
+            self.plaintext_bytes = exc.authenticated_bytes
+            self.error = exc
+        except BrokenPipeError:
+            pass  # the demuxer stopped reading (it failed; its error is reported instead)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            with contextlib.suppress(OSError):
+                self.out.close()
+
+
+@dataclass
+class RemuxResult:
+    packets: int
+    duration: float
+    truncated: bool
+
+
+def remux_encrypted(src: Path, identities: Sequence[Any], dest: Path) -> RemuxResult:
+    """Decrypts the age-encrypted fMP4 `src` and writes a standard MP4 at `dest` atomically."""
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    r_fd, w_fd = os.pipe()
+    reader = os.fdopen(r_fd, "rb")
+    decrypt = _DecryptThread(src, identities, os.fdopen(w_fd, "wb"))
+    decrypt.start()
+    result = RemuxResult(0, 0.0, False)
+    demux_error: Exception | None = None
+    try:
+        try:
+            result = _remux(_PipeReader(reader), tmp)
+        except (av.error.FFmpegError, ValueError, StopIteration) as exc:
+            demux_error = exc
+        finally:
+            reader.close()  # unblocks the decrypt thread if the demuxer gave up early
+            decrypt.join()
+        err = decrypt.error
+        if isinstance(err, TruncatedError):
+            result.truncated = True
+        elif isinstance(err, CamrecError):
+            raise err
+        elif err is not None:
+            raise StorageError(f"cannot read {src}: {err}")
+        if result.packets == 0:
+            if demux_error is not None:
+                raise FormatError(f"{src.name}: decrypted, but it is not a video clip ({demux_error})")
+            raise FormatError(f"{src.name}: no video in this clip")
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
+            os.fsync(dir_fd)
+            os.close(dir_fd)
+        return result
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _remux(reader: _PipeReader, tmp: Path) -> RemuxResult:
+    packets = 0
+    first: int | None = None
+    last_end = 0
+    with av.open(reader, "r", format="mp4") as inp:
+        if not inp.streams.video:
+            raise ValueError("no video stream")
+        in_stream = inp.streams.video[0]
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            out_stream = out.add_stream_from_template(in_stream)
+            try:
+                for packet in inp.demux(in_stream):
+                    if packet.dts is None:  # demuxer flush packet
+                        continue
+                    if first is None:
+                        first = packet.pts
+                    last_end = max(last_end, (packet.pts or 0) + (packet.duration or 0))
+                    packet.stream = out_stream
+                    out.mux(packet)
+                    packets += 1
+            except (av.error.FFmpegError, ValueError):
+                # A truncated last fragment: keep everything before it.
+                if packets == 0:
+                    raise
+            tb = in_stream.time_base or 0
+            duration = float((last_end - (first or 0)) * tb) if packets else 0.0
+    return RemuxResult(packets, duration, False)
+

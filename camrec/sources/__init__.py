@@ -1,0 +1,24 @@
+"""Camera sources: RTSP (PyAV), the synthetic demo camera, and later V4L2 devices."""
+
+from __future__ import annotations
+
+from camrec.errors import SourceError
+from camrec.sources.base import Clock, MediaPacket, Source, StreamInfo, SystemClock
+
+__all__ = ["Clock", "MediaPacket", "Source", "StreamInfo", "SystemClock", "make_source"]
+
+
+def make_source(url: str, *, transport: str = "tcp", open_timeout: float = 10.0, read_timeout: float = 5.0,
+                generation: int = 0, clock: Clock | None = None) -> Source:
+    """A new (unopened) source for a configured `source`/`detect_source` string."""
+    if url.startswith("synthetic:"):
+        from camrec.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(url, generation=generation, clock=clock)
+    if url.startswith("/dev/video"):
+        raise SourceError(f"{url}: V4L2 (USB) cameras are not supported yet",
+                          hint="use the camera's RTSP URL for now")
+    from camrec.sources.rtsp import RtspSource
+
+    return RtspSource(url, transport=transport, open_timeout=open_timeout, read_timeout=read_timeout,
+                      generation=generation, clock=clock)

@@ -1,0 +1,1 @@
+"""Clip storage: file layout, the SQLite index, the crash-safe clip writer and retention."""

@@ -1,0 +1,310 @@
+"""The store: the crash-safe clip write procedure, start-up reconciliation and retention, in one place.
+
+Write procedure (invariants numbered as in docs/storage.md):
+  I1  A clip file is created with O_EXCL (never overwriting anything) and its age header is fsynced,
+      and its directory fsynced, before the index learns of it (row state `recording`).
+  I2  The index's `size`/`end` of an open clip only ever grow to values already fsynced to the file
+      (checkpoint every `fsync_interval` seconds), so the index never points past durable bytes.
+  I3  A clip becomes `complete` only after its final age chunk, thumbnail and details are fsynced.
+  I4  Deletion marks the row `garbage` first, then unlinks the files, then drops the row; a crash in
+      between is finished by the next start-up.
+Nothing but age-encrypted bytes is ever written under the storage root (besides the index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from camrec.crypto.stream import AgeWriter, encrypt_bytes
+from camrec.errors import StorageError
+from camrec.sources.base import Clock, SystemClock
+from camrec.store import layout
+from camrec.store.index import ClipIndex, ClipRow
+from camrec.store.retention import plan_retention
+
+log = logging.getLogger(__name__)
+
+_FILE_MODE = 0o640
+_DIR_MODE = 0o750
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(action: str, path: Path | str, exc: OSError) -> StorageError:
+    hint = None
+    if exc.errno == errno.ENOSPC:
+        hint = "the disk is full: lower storage.max_size / retention_days or free space"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "check the storage directory's owner and permissions (the service user must write it)"
+    return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", hint=hint)
+
+
+class Store:
+    def __init__(self, root: Path, recipients: Sequence[Any], *, fsync_interval: float = 1.0,
+                 clock: Clock | None = None) -> None:
+        self.root = root
+        self.recipients = list(recipients)
+        self.fsync_interval = fsync_interval
+        self.clock = clock or SystemClock()
+        try:
+            root.mkdir(parents=True, exist_ok=True, mode=_DIR_MODE)
+        except OSError as exc:
+            raise _storage_error("create the storage directory", root, exc) from None
+        if not os.access(root, os.W_OK):
+            raise StorageError(f"storage directory {root} is not writable",
+                               hint="check its owner and permissions (the service user must write it)")
+        self.index = ClipIndex(root / layout.INDEX_NAME)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _make_dirs(self, rel_dir: Path) -> Path:
+        """Creates <root>/<camera>/<date>/, fsyncing each parent so the new entries survive a crash."""
+        path = self.root
+        for part in rel_dir.parts:
+            child = path / part
+            if not child.is_dir():
+                child.mkdir(mode=_DIR_MODE, exist_ok=True)
+                fsync_dir(path)
+            path = child
+        return path
+
+    def _create_exclusive(self, camera: str, start: float, suffix: str) -> tuple[str, int]:
+        for attempt in range(100):
+            rel = layout.clip_relpath(camera, start, suffix, attempt)
+            path = self.root / rel
+            try:
+                self._make_dirs(Path(rel).parent)
+                return rel, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise _storage_error("create", path, exc) from None
+        raise StorageError(f"cannot find a free file name for a {camera} clip at {start}")
+
+    def open_clip(self, camera: str, start: float) -> OpenClip:
+        """Creates the clip file and its `recording` index row (invariant I1)."""
+        rel, fd = self._create_exclusive(camera, start, layout.VIDEO_SUFFIX)
+        return OpenClip(self, camera, start, rel, fd)
+
+    def write_sidecar(self, video_rel: str, suffix: str, plaintext: bytes) -> tuple[str, int]:
+        """Writes a small encrypted file (thumbnail, details) next to a clip; returns (relpath, size)."""
+        rel = layout.sibling(video_rel, suffix)
+        data = encrypt_bytes(plaintext, self.recipients)
+        path = self.root / rel
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise _storage_error("write", path, exc) from None
+        return rel, len(data)
+
+    # -- start-up reconciliation ----------------------------------------------------------------
+
+    def reconcile(self) -> dict[str, int]:
+        """Makes the index and the files agree after any stop, clean or not. Returns counts."""
+        counts = {"partial": 0, "missing": 0, "adopted": 0, "removed": 0, "garbage": 0}
+        rows = self.index.query()
+        known = {row.path for row in rows}
+        for row in rows:
+            exists = (self.root / row.path).is_file()
+            if row.state == "garbage":
+                self._unlink_clip(row)
+                counts["garbage"] += 1
+            elif row.state == "recording":
+                if exists:
+                    size = self._clip_bytes(row.path)
+                    self.index.update(row.id, state="partial", size=size)
+                    counts["partial"] += 1
+                    log.warning("%s: clip %s was cut short by a stop; kept as partial (salvageable)",
+                                row.camera, row.path)
+                else:
+                    self.index.update(row.id, state="missing")
+                    counts["missing"] += 1
+            elif row.state in ("complete", "partial") and not exists:
+                self.index.update(row.id, state="missing")
+                counts["missing"] += 1
+                log.warning("%s: clip %s is listed in the index but its file is gone", row.camera, row.path)
+        for rel in layout.iter_video_files(self.root):
+            if rel in known:
+                continue
+            parsed = layout.parse_video_name(rel.rsplit("/", 1)[-1])
+            assert parsed is not None
+            if not _has_payload(self.root / rel):
+                # Created but the header never reached the disk: nothing to salvage.
+                self._unlink_files([rel, layout.sibling(rel, layout.THUMB_SUFFIX),
+                                    layout.sibling(rel, layout.META_SUFFIX)])
+                counts["removed"] += 1
+                continue
+            camera, start = parsed
+            self.index.insert(camera, start, rel, self._clip_bytes(rel), state="partial")
+            counts["adopted"] += 1
+            log.warning("%s: adopted unindexed clip %s as partial", camera, rel)
+        return counts
+
+    def _clip_bytes(self, video_rel: str) -> int:
+        total = 0
+        for suffix in layout.CLIP_SUFFIXES:
+            with contextlib.suppress(OSError):
+                total += (self.root / layout.sibling(video_rel, suffix)).stat().st_size
+        return total
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def apply_retention(self, *, retention_days: float, max_size: int | None, min_free: int) -> list[ClipRow]:
+        """Deletes what the retention limits demand (invariant I4); returns the deleted rows."""
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError:
+            free = None
+        doomed = plan_retention(self.index.query(), now=self.clock.time(), retention_days=retention_days,
+                                max_size=max_size, free_bytes=free, min_free=min_free)
+        for row in doomed:
+            self.index.update(row.id, state="garbage")
+        for row in doomed:
+            self._unlink_clip(row)
+        return doomed
+
+    def _unlink_clip(self, row: ClipRow) -> None:
+        self._unlink_files([row.path, layout.sibling(row.path, layout.THUMB_SUFFIX),
+                            layout.sibling(row.path, layout.META_SUFFIX)])
+        self.index.delete(row.id)
+
+    def _unlink_files(self, rels: list[str]) -> None:
+        dirs = set()
+        for rel in rels:
+            path = self.root / rel
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                dirs.add(path.parent)
+        for d in dirs:
+            fsync_dir(d)
+            # Empty day directories are removed so the tree doesn't grow without bound.
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def close(self) -> None:
+        self.index.close()
+
+
+def _has_payload(path: Path) -> bool:
+    """True if an age file got past its header: there is at least something to salvage."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    end = head.find(b"\n--- ")
+    if end < 0:
+        return False
+    mac_line_end = head.find(b"\n", end + 1)
+    return mac_line_end >= 0 and size > mac_line_end + 1 + 16
+
+
+class OpenClip:
+    """A clip being written: an AgeWriter over an O_EXCL file, checkpointed into the index."""
+
+    def __init__(self, store: Store, camera: str, start: float, rel: str, fd: int) -> None:
+        self.store = store
+        self.camera = camera
+        self.start = start
+        self.rel = rel
+        self.path = store.root / rel
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self.end = start
+        self.failed = False
+        try:
+            self._age = AgeWriter(self._file, store.recipients)
+            os.fsync(fd)
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            self._abandon()
+            raise _storage_error("write", self.path, exc) from None
+        self.id = store.index.insert(camera, start, rel, self._age.bytes_written)
+        self._last_sync = store.clock.monotonic()
+
+    def write(self, data: bytes, end: float) -> None:
+        """Adds container bytes; `end` is the UTC time the clip covers once they are written."""
+        try:
+            self._age.write(data)
+            self.end = max(self.end, end)
+            if self.store.clock.monotonic() - self._last_sync >= self.store.fsync_interval:
+                self.sync()
+        except OSError as exc:
+            self.failed = True
+            raise _storage_error("write", self.path, exc) from None
+
+    def sync(self) -> None:
+        """Makes what was written durable, then lets the index say so (invariant I2)."""
+        os.fsync(self._file.fileno())
+        self._last_sync = self.store.clock.monotonic()
+        self.store.index.update(self.id, end=self.end, size=self._age.bytes_written)
+
+    def close(self, end: float, thumbnail: bytes | None = None, details: bytes | None = None) -> ClipRow:
+        """Writes the final chunk and the sidecars, then marks the clip complete (invariant I3)."""
+        self.end = max(self.end, end)
+        try:
+            self._age.close()
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self.failed = True
+            self.abort()
+            raise _storage_error("finish", self.path, exc) from None
+        finally:
+            self._file.close()
+        size = self._age.bytes_written
+        fields: dict[str, object] = {}
+        for suffix, payload, key in ((layout.THUMB_SUFFIX, thumbnail, "thumb"), (layout.META_SUFFIX, details, "meta")):
+            if payload is None:
+                continue
+            try:
+                rel, n = self.store.write_sidecar(self.rel, suffix, payload)
+            except StorageError as exc:  # a missing thumbnail must not cost the clip itself
+                log.warning("%s: %s", self.camera, exc.message)
+                continue
+            fields[key] = rel
+            size += n
+        fsync_dir(self.path.parent)
+        self.store.index.update(self.id, state="complete", end=self.end, size=size, **fields)
+        return ClipRow(self.id, self.camera, self.start, self.end, size, self.rel,
+                       fields.get("thumb"), fields.get("meta"), "complete")  # type: ignore[arg-type]
+
+    def abort(self) -> None:
+        """The clip can't be finished (disk error): keep what is durable, as a salvageable partial clip."""
+        with contextlib.suppress(OSError, ValueError):
+            os.fsync(self._file.fileno())
+        with contextlib.suppress(OSError):
+            self._file.close()
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        with contextlib.suppress(StorageError):
+            self.store.index.update(self.id, state="partial", size=size, end=self.end)
+
+    def _abandon(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()

@@ -1,0 +1,37 @@
+"""Small shared helpers for camrec's tests (no fixtures here: see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+# Byte patterns that must never appear in a file under the storage directory: MP4 box types and
+# the JPEG start-of-image/JFIF markers. Encrypted data contains any 4-byte pattern with odds of
+# ~size/2^32, so the check is done on the box/marker patterns that are long enough to be telling.
+PLAINTEXT_MARKERS = (b"ftypiso", b"ftypmp4", b"moov", b"moof", b"mdat", b"mvhd", b"avcC", b"\xff\xd8\xff\xe0", b"JFIF",
+                     b"\xff\xd8\xff\xdb")
+
+
+def plaintext_markers_in(path: Path) -> list[str]:
+    data = path.read_bytes()
+    return [m.decode("latin-1") for m in PLAINTEXT_MARKERS if m in data]
+
+
+def ffprobe(path: Path) -> dict:
+    """Format and first video stream facts of a media file, read by the real ffprobe."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_packets", "-show_entries",
+         "format=duration,format_name:stream=codec_name,width,height,nb_read_packets",
+         "-select_streams", "v:0", "-of", "json", str(path)],
+        check=True, capture_output=True, text=True).stdout
+    info = json.loads(out)
+    stream = info["streams"][0]
+    return {"duration": float(info["format"]["duration"]), "format": info["format"]["format_name"],
+            "codec": stream["codec_name"], "width": stream["width"], "height": stream["height"],
+            "packets": int(stream["nb_read_packets"])}
+
+
+def have(tool: str) -> bool:
+    return shutil.which(tool) is not None

@@ -1,0 +1,222 @@
+"""Interoperability with the real `age` / `age-keygen` binaries (Debian package `age`).
+
+Files go both ways at the STREAM boundary sizes and a few MB, written in one call and in
+many small ones; keys go both ways; armor goes both ways; and for truncated files our
+released prefix is compared with what `age -d` prints before it fails.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from camrec.crypto.keys import (
+    ScryptRecipient,
+    X25519Identity,
+    identity_file_text,
+    load_identities,
+    parse_recipient,
+    scrypt_identity,
+)
+from camrec.crypto.stream import CHUNK_SIZE, AgeReader, AgeWriter, decrypt_bytes, decrypt_stream, encrypt_bytes
+from camrec.errors import TruncatedError
+
+AGE = shutil.which("age")
+AGE_KEYGEN = shutil.which("age-keygen")
+pytestmark = pytest.mark.skipif(
+    AGE is None or AGE_KEYGEN is None,
+    reason="the `age` and `age-keygen` binaries are not on PATH (Debian: apt-get install age)",
+)
+
+SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * 1024 * 1024 + 11]
+
+
+def data_of(size: int) -> bytes:
+    return random.Random(size).randbytes(size)
+
+
+def age(*args: str, stdin: bytes = b"", check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    assert AGE is not None
+    return subprocess.run([AGE, *args], input=stdin, capture_output=True, check=check, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def age_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key file written by age-keygen."""
+    assert AGE_KEYGEN is not None
+    path = tmp_path_factory.mktemp("keys") / "age-key.txt"
+    subprocess.run([AGE_KEYGEN, "-o", str(path)], check=True, capture_output=True, timeout=30)
+    return path
+
+
+@pytest.fixture(scope="module")
+def our_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[X25519Identity, Path]:
+    """A key file written by us (what `camrec keygen` writes)."""
+    ident = X25519Identity.generate()
+    path = tmp_path_factory.mktemp("keys") / "camrec-key.txt"
+    path.write_text(identity_file_text(ident))
+    return ident, path
+
+
+def test_we_read_age_keygen_files(age_key: Path) -> None:
+    [ident] = load_identities(age_key)
+    text = age_key.read_text()
+    public = next(line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("# public key: "))
+    assert str(ident.recipient()) == public
+    assert str(ident) in text
+    assert AGE_KEYGEN is not None
+    derived = subprocess.run([AGE_KEYGEN, "-y", str(age_key)], capture_output=True, check=True, timeout=30)
+    assert parse_recipient(derived.stdout.decode()) == ident.recipient()
+
+
+def test_age_keygen_reads_our_files(our_key: tuple[X25519Identity, Path]) -> None:
+    ident, path = our_key
+    assert AGE_KEYGEN is not None
+    out = subprocess.run([AGE_KEYGEN, "-y", str(path)], capture_output=True, check=True, timeout=30)
+    assert out.stdout.decode().strip() == str(ident.recipient())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_age_encrypts_we_decrypt(size: int, age_key: Path, tmp_path: Path) -> None:
+    data = data_of(size)
+    [ident] = load_identities(age_key)
+    src = tmp_path / "plain"
+    src.write_bytes(data)
+    enc = tmp_path / "plain.age"
+    age("-r", str(ident.recipient()), "-o", str(enc), str(src))
+    assert decrypt_bytes(enc.read_bytes(), [ident]) == data
+    with open(enc, "rb") as f:
+        assert b"".join(AgeReader(f, [ident]).chunks()) == data
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("mode", ["one write", "small writes"])
+def test_we_encrypt_age_decrypts(size: int, mode: str, our_key: tuple[X25519Identity, Path], tmp_path: Path) -> None:
+    ident, key_path = our_key
+    data = data_of(size)
+    enc = tmp_path / "clip.age"
+    with open(enc, "wb") as f:
+        w = AgeWriter(f, [ident.recipient()])
+        if mode == "one write":
+            w.write(data)
+        else:
+            rng = random.Random(size)
+            pos = 0
+            while pos < size:  # video-packet-like writes of 1 B .. 20 KB
+                step = rng.randint(1, 20000)
+                w.write(data[pos : pos + step])
+                pos += step
+        w.close()
+        assert w.bytes_written == f.tell()
+    out = age("-d", "-i", str(key_path), str(enc))
+    assert out.stdout == data
+    assert out.stderr == b""
+
+
+def test_multiple_recipients_both_ways(age_key: Path, our_key: tuple[X25519Identity, Path], tmp_path: Path) -> None:
+    [theirs] = load_identities(age_key)
+    ours, our_path = our_key
+    data = data_of(100_000)
+    enc = tmp_path / "two.age"
+    enc.write_bytes(encrypt_bytes(data, [theirs.recipient(), ours.recipient()]))
+    assert age("-d", "-i", str(age_key), str(enc)).stdout == data
+    assert age("-d", "-i", str(our_path), str(enc)).stdout == data
+    age_enc = age("-r", str(theirs.recipient()), "-r", str(ours.recipient()), stdin=data).stdout
+    assert decrypt_bytes(age_enc, [ours]) == data == decrypt_bytes(age_enc, [theirs])
+
+
+def test_armor_both_ways(our_key: tuple[X25519Identity, Path], tmp_path: Path) -> None:
+    ident, key_path = our_key
+    data = data_of(CHUNK_SIZE + 1000)
+    armored = age("-a", "-r", str(ident.recipient()), stdin=data).stdout
+    assert armored.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    assert decrypt_bytes(armored, [ident]) == data  # detected automatically
+    ours = tmp_path / "ours.age"
+    ours.write_bytes(encrypt_bytes(data, [ident.recipient()], armor=True))
+    assert age("-d", "-i", str(key_path), str(ours)).stdout == data
+
+
+def test_no_match_agrees_with_age(our_key: tuple[X25519Identity, Path], tmp_path: Path) -> None:
+    _, key_path = our_key
+    other = X25519Identity.generate()
+    enc = tmp_path / "other.age"
+    enc.write_bytes(encrypt_bytes(b"x" * 1000, [other.recipient()]))
+    res = age("-d", "-i", str(key_path), str(enc), check=False)
+    assert res.returncode != 0 and b"no identity matched" in res.stderr
+
+
+@pytest.mark.parametrize("cut_back", [1, 17, 1000, CHUNK_SIZE + 16, CHUNK_SIZE + 16 + 5000])
+def test_truncated_file_prefix_matches_age(cut_back: int, age_key: Path, tmp_path: Path) -> None:
+    """For a cut file, we release exactly what `age -d` prints before it fails."""
+    [ident] = load_identities(age_key)
+    data = data_of(4 * CHUNK_SIZE + 777)
+    full = age("-r", str(ident.recipient()), stdin=data).stdout
+    cut = tmp_path / "cut.age"
+    cut.write_bytes(full[:-cut_back])
+    res = age("-d", "-i", str(age_key), str(cut), check=False)
+    assert res.returncode != 0
+    out = io.BytesIO()
+    with open(cut, "rb") as f, pytest.raises(TruncatedError) as ei:
+        decrypt_stream(f, [ident], out, salvage=True)
+    assert out.getvalue() == res.stdout
+    assert ei.value.authenticated_bytes == len(res.stdout)
+    assert data.startswith(out.getvalue())
+
+
+def age_on_a_terminal(args: list[str], passphrase: str) -> int:
+    """Run age with a pseudo-terminal (it reads passphrases only from a TTY), answering
+    every passphrase prompt; returns the exit status."""
+    import pty
+
+    assert AGE is not None
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        os.execv(AGE, [AGE, *args])
+    seen = b""
+    answered = 0
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                continue
+            try:
+                got = os.read(fd, 1024)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not got:
+                break
+            seen += got
+            if seen.lower().count(b"passphrase") > answered:
+                answered += 1
+                os.write(fd, passphrase.encode() + b"\n")
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pseudo-terminal")
+def test_passphrase_files_both_ways(tmp_path: Path) -> None:
+    data = data_of(CHUNK_SIZE + 5)
+    ours = tmp_path / "ours.age"
+    ours.write_bytes(encrypt_bytes(data, [ScryptRecipient("tv remote", work_factor=12)]))
+    out = tmp_path / "out"
+    assert age_on_a_terminal(["-d", "-o", str(out), str(ours)], "tv remote") == 0
+    assert out.read_bytes() == data
+
+    plain = tmp_path / "plain"
+    plain.write_bytes(data)
+    theirs = tmp_path / "theirs.age"
+    assert age_on_a_terminal(["-p", "-o", str(theirs), str(plain)], "tv remote") == 0
+    assert b"-> scrypt " in theirs.read_bytes()[:200]
+    assert decrypt_bytes(theirs.read_bytes(), [scrypt_identity("tv remote")]) == data
