@@ -61,16 +61,26 @@ class Capture(threading.Thread):
         generation = 0
         while not self._stop_event.is_set():
             generation += 1
-            source = self._make(generation)
             try:
+                source = self._make(generation)
                 info = source.open()
             except SourceError as exc:
                 self._report_failure(exc.message)
                 self._stop_event.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            except Exception:  # a bug or an FFmpeg surprise: log it once, keep the camera alive
+                log.exception("%s: %s stream: unexpected error while connecting", self.camera, self.role)
+                self._report_failure("unexpected error while connecting (see the log)")
+                self._stop_event.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
             self._connected(info)
-            reason = self._pump(source)
+            try:
+                reason = self._pump(source)
+            except Exception:
+                log.exception("%s: %s stream: unexpected error while reading", self.camera, self.role)
+                reason = "unexpected error (see the log)"
             source.close()
             self._on_disconnect()
             if self._stop_event.is_set():

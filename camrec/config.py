@@ -35,8 +35,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from camrec.config_yaml import (
+    IDENTITY_HINT,
+    IDENTITY_MESSAGE,
+    KeyPath,
+    YamlBuilder,
+    contains_identity,
+    kind_of,
+    where,
+)
 from camrec.errors import ConfigError, IdentityError
-from camrec.redact import redact, redact_url, register_secret, register_url_credentials
+from camrec.redact import redact, redact_url, register_url_credentials
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
 __all__ = [
@@ -53,11 +62,6 @@ __all__ = [
 CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # Config files are a few kilobytes; anything bigger is the wrong file (a clip, a log).
 MAX_CONFIG_BYTES = 1024 * 1024
-# Aliases let a tiny file expand exponentially ("billion laughs"); no real config comes close.
-MAX_NODES = 100_000
-MAX_DEPTH = 32
-IDENTITY_MESSAGE = "contains an age identity (private key); the recorder must only hold public keys"
-IDENTITY_HINT = "put the owner's public key (age1…) in 'recipients' and keep the identity off this device"
 
 
 def _fail(reason: str, hint: str | None = None) -> PydanticCustomError:
@@ -83,7 +87,7 @@ def _number(kind: type[int] | type[float], lo: float, hi: float | None, *, open_
     def check(value: Any) -> Any:
         # pydantic's lax mode would take True as 1; "threshold: yes" is a mistake, not a number.
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _fail(f"expected a number, got {_kind_of(value)}")
+            raise _fail(f"expected a number, got {kind_of(value)}")
         if kind is int and not float(value).is_integer():
             raise _fail(f"expected a whole number, got {value!r}")
         if open_:
@@ -141,7 +145,7 @@ _SOURCE_HELP = "use rtsp://host:554/path, rtsps://…, synthetic: (the demo came
 def _source(value: object) -> str:
     """A camera source: rtsp(s) URL, synthetic:[options] or a V4L2 device; returned stripped."""
     if not isinstance(value, str):
-        raise _fail(f"expected a source string, got {_kind_of(value)}", hint=_SOURCE_HELP)
+        raise _fail(f"expected a source string, got {kind_of(value)}", hint=_SOURCE_HELP)
     text = value.strip()
     register_url_credentials(text)
     shown = redact_url(text)
@@ -192,7 +196,7 @@ Source = Annotated[str, BeforeValidator(_source)]
 
 def _unit_coordinate(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _fail(f"expected a number, got {_kind_of(value)}")
+        raise _fail(f"expected a number, got {kind_of(value)}")
     if not 0.0 <= value <= 1.0:
         raise _fail(
             f"coordinates are fractions of the frame between 0 and 1, got {value!r}",
@@ -253,7 +257,7 @@ class CameraConfig(_Frozen):
     def _strict_bool(cls, value: Any) -> Any:
         # pydantic would accept 0/1 and "on"/"off" strings; YAML already maps yes/no/on/off to bools.
         if not isinstance(value, bool):
-            raise _fail(f"expected true or false, got {_kind_of(value)}")
+            raise _fail(f"expected true or false, got {kind_of(value)}")
         return value
 
     @model_validator(mode="after")
@@ -279,7 +283,7 @@ class StorageConfig(_Frozen):
         if isinstance(value, str) and not value.strip():
             raise _fail("empty path", hint="e.g. path: /var/lib/camrec")
         if not isinstance(value, str | Path):
-            raise _fail(f"expected a directory path, got {_kind_of(value)}")
+            raise _fail(f"expected a directory path, got {kind_of(value)}")
         return value
 
     @field_validator("path")
@@ -361,174 +365,6 @@ class Config(_Frozen):
         return value
 
 
-# --- YAML → plain data + line map -----------------------------------------------------------
-
-KeyPath = tuple[str | int, ...]
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-_STR_TAG = "tag:yaml.org,2002:str"
-_SUBSTITUTION = re.compile(r"\$(?P<escape>\$?)\{(?P<body>[^}]*)(?P<close>\}?)")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_CRED_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
-
-
-def _dotted(path: KeyPath) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _where(label: str, line: int | None, path: KeyPath) -> str:
-    prefix = f"{label}:{line}" if line else label
-    return f"{prefix}: {_dotted(path)}" if path else prefix
-
-
-def _kind_of(value: Any) -> str:
-    # Describe a value by its kind only: the value itself may be a secret.
-    kinds: tuple[tuple[Any, str], ...] = (
-        (type(None), "nothing (an empty value)"),
-        (bool, "true/false"),
-        (int | float, "a number"),
-        (str, "a string"),
-        (list | tuple, "a list"),
-        (dict, "a mapping"),
-    )
-    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
-
-
-class _Builder:
-    """Turns a composed YAML node tree into plain data, recording the line of every key path."""
-
-    def __init__(self, label: str, environ: Mapping[str, str]) -> None:
-        self.label = label
-        self.environ = environ
-        self.lines: dict[KeyPath, int] = {}
-        self.nodes = 0
-        self.active: set[int] = set()  # ids of the nodes being built, to catch recursive aliases
-        self.constructor = yaml.constructor.SafeConstructor()
-
-    def error(self, node: yaml.Node, path: KeyPath, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(redact(f"{_where(self.label, node.start_mark.line + 1, path)}: {message}"), hint)
-
-    def build(self, node: yaml.Node, path: KeyPath) -> Any:
-        self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise self.error(node, path, f"more than {MAX_NODES} values (runaway YAML aliases?)")
-        if len(path) > MAX_DEPTH:
-            raise self.error(node, path[:3], "nested too deeply")
-        if id(node) in self.active:
-            raise self.error(node, path, "a YAML alias refers to the value that contains it")
-        self.active.add(id(node))
-        try:
-            if isinstance(node, yaml.MappingNode):
-                return self.mapping(node, path)
-            if isinstance(node, yaml.SequenceNode):
-                items = []
-                for index, item in enumerate(node.value):
-                    self.lines[(*path, index)] = item.start_mark.line + 1
-                    items.append(self.build(item, (*path, index)))
-                return items
-            return self.scalar(node, path)
-        finally:
-            self.active.discard(id(node))
-
-    def mapping(self, node: yaml.MappingNode, path: KeyPath) -> dict[str, Any]:
-        explicit: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
-        first_line: dict[str, int] = {}
-        # Merge keys ("<<: *defaults") first, so explicit keys win both the value and the line.
-        for key_node, value_node in node.value:
-            if key_node.tag != _MERGE_TAG:
-                continue
-            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-            for source in sources:
-                if not isinstance(source, yaml.MappingNode):
-                    raise self.error(source, path, "'<<' merges only mappings (e.g. <<: *defaults)")
-                for key, value in self.build(source, path).items():
-                    merged.setdefault(key, value)
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.error(key_node, path, "keys must be plain names, not lists or mappings")
-            # The raw text, not the resolved value: camera "1" stays "1", key "on" stays "on".
-            key = key_node.value
-            line = key_node.start_mark.line + 1
-            if key in first_line:
-                raise self.error(key_node, (*path, key), f"duplicate key (first set on line {first_line[key]})")
-            first_line[key] = line
-            self.lines[(*path, key)] = line
-            explicit[key] = self.build(value_node, (*path, key))
-        return {**merged, **explicit}
-
-    def scalar(self, node: yaml.Node, path: KeyPath) -> Any:
-        try:
-            value = self.constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None) or "cannot read this value"
-            raise self.error(node, path, f"invalid value: {problem}") from None
-        if isinstance(value, str) and node.tag == _STR_TAG:
-            value = self.substitute(node, path, value)
-            register_url_credentials(value)
-        return value
-
-    def substitute(self, node: yaml.Node, path: KeyPath, text: str) -> str:
-        def replace(match: re.Match[str]) -> str:
-            body = match.group("body")
-            if match.group("escape"):
-                return match.group(0)[1:]  # "$${…}" is a literal "${…}"
-            if not match.group("close"):
-                raise self.error(node, path, "unterminated '${' (missing '}')", hint="write ${env:NAME}")
-            kind, _, name = body.partition(":")
-            if kind == "env" and _ENV_NAME.fullmatch(name):
-                value = self.environ.get(name)
-                if value is None:
-                    raise self.error(
-                        node,
-                        path,
-                        f"environment variable {name} is not set",
-                        hint=f"set {name} in the daemon's environment (systemd: Environment=)",
-                    )
-            elif kind == "cred" and _CRED_NAME.fullmatch(name):
-                value = self.credential(node, path, name)
-            else:
-                raise self.error(
-                    node,
-                    path,
-                    f"unsupported substitution '${{{body}}}'",
-                    hint="write ${env:NAME} for an environment variable, ${cred:NAME} for a systemd "
-                    "credential, or $${…} for a literal '${'",
-                )
-            register_secret(value)
-            if _contains_identity(value):
-                raise self.error(node, path, f"the value of ${{{body}}} {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
-            return value
-
-        if "$" not in text:
-            return text
-        return _SUBSTITUTION.sub(replace, text)
-
-    def credential(self, node: yaml.Node, path: KeyPath, name: str) -> str:
-        directory = self.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise self.error(
-                node,
-                path,
-                f"${{cred:{name}}} needs systemd credentials, but CREDENTIALS_DIRECTORY is not set",
-                hint="add LoadCredential= or SetCredentialEncrypted= to the camrec unit, or use ${env:NAME}",
-            )
-        try:
-            return (Path(directory) / name).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise self.error(node, path, f"cannot read credential {name!r}: {exc}") from None
-
-
-def _contains_identity(text: str) -> bool:
-    from camrec.crypto.keys import contains_secret_key  # lazily: see _recipient
-
-    return bool(contains_secret_key(text))
-
-
 # --- pydantic errors → ConfigError ----------------------------------------------------------
 
 
@@ -560,13 +396,13 @@ def _describe(error: Any, loc: KeyPath) -> tuple[str, str | None]:
             return "expected a point [x, y] with two numbers", None
         return "required key is missing", None
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping (key: value lines), got {_kind_of(error.get('input'))}", None
+        return f"expected a mapping (key: value lines), got {kind_of(error.get('input'))}", None
     if kind in ("tuple_type", "list_type"):
         polygon = any(part in ("zones", "masks") for part in loc)
         example = "each zone or mask is a list of [x, y] points: - [[0, 0], [1, 0], [1, 0.2]]"
-        return f"expected a list, got {_kind_of(error.get('input'))}", example if polygon else None
+        return f"expected a list, got {kind_of(error.get('input'))}", example if polygon else None
     if kind in ("string_type", "path_type"):
-        return f"expected a string, got {_kind_of(error.get('input'))}", None
+        return f"expected a string, got {kind_of(error.get('input'))}", None
     if kind in ("too_short", "too_long") and "tuple" in error["msg"].lower():
         return f"expected a pair [x, y], got {ctx.get('actual_length', '?')} values", None
     return str(error["msg"]), None
@@ -579,7 +415,7 @@ def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, 
         loc: KeyPath = tuple(part for part in error["loc"] if part != "[key]")
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 0)
         message, hint = _describe(error, loc)
-        found.append((line, index, redact(f"{_where(label, line or None, loc)}: {message}"), hint))
+        found.append((line, index, redact(f"{where(label, line or None, loc)}: {message}"), hint))
     found.sort(key=lambda item: (item[0], item[1]))  # report the first problem in file order
     _, _, message, hint = found[0]
     if len(found) > 1:
@@ -635,11 +471,11 @@ def parse_config(
     base_dir = source.parent if source is not None else Path.cwd()
     environ = os.environ if environ is None else environ
 
-    if _contains_identity(text):
+    if contains_identity(text):
         # Checked on the raw text first, before any parsing, so that even a broken file holding a
         # key is refused with the message that matters. The key itself is never echoed.
-        line = next((n for n, row in enumerate(text.splitlines(), 1) if _contains_identity(row)), None)
-        raise ConfigError(f"{_where(label, line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if contains_identity(row)), None)
+        raise ConfigError(f"{where(label, line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
 
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -652,12 +488,12 @@ def parse_config(
             hint = "indent with spaces; YAML does not allow tabs"
         elif "mapping values are not allowed" in what:
             hint = 'quote values that contain ": " or end with ":", e.g. source: "synthetic:"'
-        raise ConfigError(redact(f"{_where(label, line, ())}: invalid YAML: {what}"), hint) from None
+        raise ConfigError(redact(f"{where(label, line, ())}: invalid YAML: {what}"), hint) from None
     except yaml.YAMLError as exc:  # a ReaderError: a control character, with a position instead of a mark
         position = getattr(exc, "position", None)
         line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
         what = str(exc).splitlines()[0]
-        raise ConfigError(redact(f"{_where(label, line, ())}: invalid YAML: {what}")) from None
+        raise ConfigError(redact(f"{where(label, line, ())}: invalid YAML: {what}")) from None
     except RecursionError:
         raise ConfigError(f"{label}: invalid YAML: nested too deeply") from None
     if root is None:
@@ -665,7 +501,7 @@ def parse_config(
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(f"{label}:{root.start_mark.line + 1}: expected settings (key: value lines) at the top level")
 
-    builder = _Builder(label, environ)
+    builder = YamlBuilder(label, environ)
     data: dict[str, Any] = builder.build(root, ())
     lines = builder.lines
     lines[()] = root.start_mark.line + 1
@@ -674,7 +510,7 @@ def parse_config(
     data = {key: value for key, value in data.items() if not key.startswith("x-")}
 
     if "source_path" in data:  # a model field, but filled in below, never from YAML
-        raise ConfigError(f"{_where(label, lines[('source_path',)], ('source_path',))}: unknown key")
+        raise ConfigError(f"{where(label, lines[('source_path',)], ('source_path',))}: unknown key")
 
     _recipients_from_file(data, lines, label, base_dir)
     data["source_path"] = source
@@ -689,20 +525,20 @@ def _recipients_from_file(data: dict[str, Any], lines: Mapping[KeyPath, int], la
     if "recipients_file" not in data:
         if "recipients" not in data:
             raise ConfigError(
-                f"{_where(label, lines[()], ())}: no recipients: the owner's public key is required",
+                f"{where(label, lines[()], ())}: no recipients: the owner's public key is required",
                 hint="add 'recipients: [age1…]' (or 'recipients_file: PATH'); make the key pair with "
                 "age-keygen on another device",
             )
         return
-    where = _where(label, lines[("recipients_file",)], ("recipients_file",))
+    setting = where(label, lines[("recipients_file",)], ("recipients_file",))
     if "recipients" in data:
-        raise ConfigError(f"{where}: set either 'recipients' or 'recipients_file', not both")
+        raise ConfigError(f"{setting}: set either 'recipients' or 'recipients_file', not both")
     entry = data["recipients_file"]
     if not isinstance(entry, str) or not entry.strip():
-        raise ConfigError(f"{where}: expected a file path, got {_kind_of(entry)}")
+        raise ConfigError(f"{setting}: expected a file path, got {kind_of(entry)}")
     path = Path(entry).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    data["recipients"] = list(read_recipients_file(path, referenced_from=where))
+    data["recipients"] = list(read_recipients_file(path, referenced_from=setting))
     data["recipients_file"] = path
 
 
@@ -721,9 +557,9 @@ def read_recipients_file(path: Path, *, referenced_from: str | None = None) -> t
         raise ConfigError(f"{path}: is a directory, not a recipients file{via}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read recipients file{via}: {exc}") from None
-    if _contains_identity(text):
-        line = next((n for n, row in enumerate(text.splitlines(), 1) if _contains_identity(row)), None)
-        raise ConfigError(f"{_where(str(path), line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
+    if contains_identity(text):
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if contains_identity(row)), None)
+        raise ConfigError(f"{where(str(path), line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
 
     from camrec.crypto.keys import parse_recipient
 

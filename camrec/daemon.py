@@ -20,7 +20,7 @@ from typing import Any
 
 from camrec.capture import Capture
 from camrec.detection import DetectionWorker
-from camrec.errors import StorageError
+from camrec.errors import CamrecError, StorageError
 from camrec.recorder import Recorder
 from camrec.sources import Clock, Source, SystemClock, make_source
 from camrec.store.writer import Store
@@ -78,6 +78,9 @@ class CameraPipeline:
         self.detector.packets.put(None)
         for t in (self.detector, *self.captures):
             t.join(max(0.1, timeout / 4))
+
+    def dead_threads(self) -> list[str]:
+        return [t.name for t in (self.recorder, self.detector, *self.captures) if not t.is_alive()]
 
     def status_line(self) -> str:
         main = self.captures[0].status
@@ -138,6 +141,10 @@ class Daemon:
                 now = time.monotonic()
                 if duration is not None and now - started >= duration:
                     break
+                dead = [name for p in self.pipelines for name in p.dead_threads()]
+                if dead:
+                    raise CamrecError(f"internal threads stopped unexpectedly: {', '.join(dead)}",
+                                       hint="see the log above; the service manager will restart camrec")
                 if now >= next_housekeeping:
                     self.housekeeping()
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL

@@ -99,7 +99,11 @@ class DetectionWorker(threading.Thread):
                 continue
             if item is None:
                 break
-            self.feed(item)
+            try:
+                self.feed(item)
+            except Exception:  # never let one bad frame end detection for this camera
+                log.exception("%s: unexpected error in motion detection", self.camera)
+                self._need_key = True
 
     def feed(self, item: MediaPacket | _Gap) -> None:
         """Decodes one packet and analyses its frame if it is due (also called directly by tests)."""

@@ -121,6 +121,9 @@ class Recorder(threading.Thread):
                     return
             except StorageError as exc:
                 self._storage_failed(exc)
+            except Exception as exc:  # a bug or a muxer surprise: keep what is on disk, keep recording
+                log.exception("%s: unexpected error in the recorder", self.camera)
+                self._storage_failed(StorageError(f"unexpected error: {type(exc).__name__}: {exc}"))
 
     def _on_motion(self, event: MotionEvent) -> None:
         r = event.result

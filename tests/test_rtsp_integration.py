@@ -230,3 +230,19 @@ def test_index_and_files_agree_after_daemon_kill(rtsp_camera, daemon_factory, tm
         decrypt_bytes(cut.read_bytes(), [d.owner])
     assert_no_plaintext(d.storage)
     assert os.path.getsize(cut) == rows[0]["size"] or rows[0]["size"] <= os.path.getsize(cut)
+
+
+def test_sigterm_closes_the_open_clip_cleanly(rtsp_camera, daemon_factory, tmp_path):
+    d = daemon_factory(rtsp_camera.url("/cam"))
+    d.start()
+    d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
+    assert d.stop(signal.SIGTERM) == 0
+    rows = d.rows()
+    assert [r["state"] for r in rows] == ["complete"]
+    clip = d.storage / rows[0]["path"]
+    assert rows[0]["size"] >= clip.stat().st_size  # video + sidecars
+    out = subprocess.run(["age", "-d", "-i", str(d.key), str(clip)], capture_output=True, check=True).stdout
+    mp4 = tmp_path / "clip.mp4"
+    mp4.write_bytes(out)
+    assert ffprobe(mp4)["duration"] > 1.0
+    assert "received SIGTERM" in d.log.read_text()

@@ -264,6 +264,9 @@ class OpenClip:
     def close(self, end: float, thumbnail: bytes | None = None, details: bytes | None = None) -> ClipRow:
         """Writes the final chunk and the sidecars, then marks the clip complete (invariant I3)."""
         self.end = max(self.end, end)
+        if self.failed:  # an earlier write failed: the age writer refuses to finish a broken stream
+            self.abort()
+            raise StorageError(f"cannot finish {self.path}: an earlier write failed")
         try:
             self._age.close()
             os.fsync(self._file.fileno())
