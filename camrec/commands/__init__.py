@@ -1,0 +1,2 @@
+"""The subcommands. Each module here with a `register(subparsers)` function adds its commands to
+`camrec` (cli.build_parser discovers them); `ORDER` sorts them in --help."""

@@ -1,0 +1,70 @@
+"""Helpers shared by the subcommands: time arguments, loading config and identities, selection."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from camrec.errors import UsageError
+
+
+def iso(t: float) -> str:
+    """ISO 8601 with the local UTC offset, to the millisecond."""
+    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")
+
+
+def time_arg(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from camrec.timeparse import parse_time_arg
+
+    try:
+        return parse_time_arg(text, datetime.now().astimezone()).timestamp()
+    except ValueError as exc:
+        raise UsageError(f"bad time {text!r}: {exc}",
+                         hint="use ISO 8601 (2026-11-21T18:00) or a span like 30m, 2h, 1d") from None
+
+
+def load_config(path: str) -> Any:
+    from camrec.config import load_config
+
+    return load_config(path)
+
+
+def load_identities(paths: list[str]) -> list[Any]:
+    from camrec.crypto.keys import load_identities
+
+    identities: list[Any] = []
+    for p in paths:
+        identities.extend(load_identities(p))
+    return identities
+
+
+def add_selection(s: argparse.ArgumentParser) -> None:
+    """-c/--camera/--since/--until, shared by the commands that pick clips from the index."""
+    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    s.add_argument("--camera", metavar="NAME")
+    s.add_argument("--since", metavar="TIME", help="ISO 8601 time or a span ago (30m, 2h, 1d)")
+    s.add_argument("--until", metavar="TIME", help="ISO 8601 time or a span ago")
+
+
+def open_index(config: Any) -> Any:
+    from camrec.store import layout
+    from camrec.store.index import ClipIndex
+
+    return ClipIndex(Path(config.storage.path) / layout.INDEX_NAME, readonly=True)
+
+
+def select_clips(args: argparse.Namespace, config: Any) -> list[Any]:
+    if args.camera and args.camera not in config.cameras:
+        raise UsageError(f"no camera named {args.camera!r} in {args.config}",
+                         hint="cameras: " + ", ".join(config.cameras))
+    since, until = time_arg(args.since), time_arg(args.until)
+    index = open_index(config)
+    try:
+        return index.query(camera=args.camera, since=since, until=until,
+                           states=("recording", "complete", "partial", "missing"))
+    finally:
+        index.close()
