@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from camrec.errors import SourceError
 from camrec.redact import redact
@@ -19,7 +20,9 @@ from camrec.sources import MediaPacket, Source, StreamInfo
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.5
-BACKOFF_MAX = 10.0
+# Capped low on purpose: a camera that comes back must be recording again within ~3 s, and a
+# refused connection costs nothing. A black-holed camera costs its open timeout per attempt anyway.
+BACKOFF_MAX = 2.0
 
 
 @dataclass
@@ -31,8 +34,9 @@ class CaptureStatus:
     stream: str | None = None
     connects: int = 0
     packets: int = 0
-    last_packet: float | None = None  # camera clock
-    history: list[str] = field(default_factory=list)
+    last_packet: float | None = None  # camera clock (monotonic)
+    connected_at: float | None = None  # wall clock of the current connection's open
+    first_packet_at: float | None = None  # wall clock of the current connection's first packet
 
 
 class Capture(threading.Thread):
@@ -97,6 +101,8 @@ class Capture(threading.Thread):
         self.status.state = "connected"
         self.status.error = None
         self.status.stream = info.describe()
+        self.status.connected_at = time.time()
+        self.status.first_packet_at = None
         log.info("%s: %s stream connected: %s", self.camera, self.role, info.describe())
 
     def _pump(self, source: Source) -> str:
@@ -109,6 +115,8 @@ class Capture(threading.Thread):
                 return "end of stream"
             self.status.packets += 1
             self.status.last_packet = packet.arrival
+            if self.status.first_packet_at is None:
+                self.status.first_packet_at = time.time()
             self._on_packet(packet)
         return "stopping"
 

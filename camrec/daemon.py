@@ -9,6 +9,7 @@ the GIL, so one thread per stage per camera is the simplest correct shape; queue
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from camrec.capture import Capture
@@ -87,6 +89,33 @@ class CameraPipeline:
         state = "recording" if self.recorder.status.recording else main.state
         return f"{self.name}: {state}"
 
+    def status(self, now_mono: float) -> dict[str, Any]:
+        """What `camrec status` shows for this camera (plain data, nothing secret)."""
+        rec = self.recorder.status
+        streams = {}
+        for c in self.captures:
+            s = c.status
+            streams[c.role] = {
+                "state": s.state, "stream": s.stream, "error": s.error, "connects": s.connects,
+                "packets": s.packets, "connected_at": s.connected_at, "first_packet_at": s.first_packet_at,
+                "last_packet_age": None if s.last_packet is None else round(now_mono - s.last_packet, 3),
+            }
+        return {
+            "state": "recording" if rec.recording else self.captures[0].status.state,
+            "recording": rec.recording, "clips_written": rec.clips_written, "last_clip": rec.last_clip,
+            "storage_error": rec.storage_error, "streams": streams,
+            "detector": {"frames_analysed": self.detector.frames_analysed,
+                         "packets_dropped": self.detector.packets.dropped,
+                         "decode_errors": self.detector.decode_errors},
+        }
+
+
+def status_path(storage: Path) -> Path:
+    """Where the running daemon publishes its status: the systemd runtime directory (tmpfs) when
+    there is one, so a status written every second never wears the SD card; else the storage dir."""
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    return Path(runtime.split(":")[0]) / "status.json" if runtime else storage / "status.json"
+
 
 class Daemon:
     def __init__(self, config: Any, clock: Clock | None = None) -> None:
@@ -100,6 +129,20 @@ class Daemon:
         self.store = Store(st.path, recipients, fsync_interval=st.fsync_interval, clock=self.clock)
         self.pipelines = [CameraPipeline(name, cam, self.store, self.clock, self.stop_event)
                           for name, cam in config.cameras.items() if cam.enabled]
+        self.status_file = status_path(st.path)
+        self.started_at = time.time()
+
+    def write_status(self, state: str = "running") -> None:
+        now = time.monotonic()
+        doc = {"pid": os.getpid(), "state": state, "time": time.time(), "started_at": self.started_at,
+               "storage": str(self.store.root),
+               "cameras": {p.name: p.status(now) for p in self.pipelines}}
+        tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, self.status_file)
+        except OSError as exc:  # status is a convenience; recording matters more
+            log.debug("cannot write %s: %s", self.status_file, exc)
 
     def recover(self) -> dict[str, int]:
         counts = self.store.reconcile()
@@ -149,6 +192,7 @@ class Daemon:
                     self.housekeeping()
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
                 sd_notify("STATUS=" + "; ".join(p.status_line() for p in self.pipelines))
+                self.write_status()
         finally:
             self.shutdown()
 
@@ -157,5 +201,6 @@ class Daemon:
         self.stop_event.set()
         for p in self.pipelines:
             p.stop(timeout=10.0)
+        self.write_status("stopped")
         self.store.close()
         log.info("stopped")

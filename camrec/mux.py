@@ -2,8 +2,9 @@
 
 Fragmented MP4 survives truncation: the `moov` box comes first and each fragment (`moof`+`mdat`)
 is self-contained, so a clip cut by a power loss still plays up to its last complete fragment.
-Fragments are cut at every keyframe and at least every `fragment_seconds`, which bounds how much
-video sits in the muxer's memory (and so how much a crash can lose).
+Fragments are cut at every keyframe and at least every `fragment_seconds` (0.5 s), which bounds how
+much video sits in the muxer's memory (and so how much a crash can lose): the muxer hands a fragment
+to the sink as soon as the first packet after the boundary arrives.
 
 The muxer writes to a `write()`-only sink (no `seek`), which makes FFmpeg treat the output as a
 stream: nothing is ever patched in place, and no plaintext temp file is needed.
@@ -38,7 +39,7 @@ class FragmentedMp4Muxer:
     Timestamps are shifted so the clip starts at 0; the first packet must be a keyframe.
     """
 
-    def __init__(self, info: StreamInfo, write: Callable[[bytes], None], fragment_seconds: float = 1.0) -> None:
+    def __init__(self, info: StreamInfo, write: Callable[[bytes], None], fragment_seconds: float = 0.5) -> None:
         self.info = info
         options = dict(MP4_OPTIONS, frag_duration=str(int(fragment_seconds * 1_000_000)))
         self._container = av.open(_WriteOnlySink(write), "w", format="mp4", options=options)

@@ -65,7 +65,7 @@ class _Clip:
 
 
 class Recorder(threading.Thread):
-    def __init__(self, camera: str, settings: Any, store: Store, clock: Clock, fragment_seconds: float = 1.0) -> None:
+    def __init__(self, camera: str, settings: Any, store: Store, clock: Clock, fragment_seconds: float = 0.5) -> None:
         super().__init__(name=f"record-{camera}", daemon=True)
         self.camera = camera
         self.store = store

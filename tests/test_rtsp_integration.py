@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,71 +18,12 @@ import av
 import numpy as np
 import pytest
 
-from camrec.crypto.keys import X25519Identity
 from camrec.crypto.stream import decrypt_bytes
 from tests.helpers import ffprobe, plaintext_markers_in
+from tests.support.daemon import Daemon
 
 PRE_ROLL = 3.0
 POST_ROLL = 2.0
-
-
-class Daemon:
-    """`camrec run` as a child process, the way systemd runs it."""
-
-    def __init__(self, tmp: Path, url: str, detect_url: str | None = None) -> None:
-        self.owner = X25519Identity.generate()
-        self.key = tmp / "owner.key"
-        self.key.write_text(str(self.owner) + "\n")
-        self.storage = tmp / "storage"
-        self.config = tmp / "camrec.yaml"
-        detect = f"    detect_source: {detect_url}\n" if detect_url else ""
-        self.config.write_text(
-            f"recipients: [{self.owner.recipient()}]\nstorage:\n  path: {self.storage}\n"
-            f"cameras:\n  front:\n    source: {url}\n{detect}"
-            f"    pre_roll: {PRE_ROLL}s\n    post_roll: {POST_ROLL}s\n    read_timeout: 2s\n")
-        self.log = tmp / "daemon.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "camrec", "run", "-c", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=30)
-        self.proc = None
-        return code
-
-    def rows(self) -> list[dict]:
-        db = self.storage / "index.sqlite3"
-        if not db.exists():
-            return []
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
-                con.row_factory = sqlite3.Row
-                return [dict(r) for r in con.execute("SELECT * FROM clips ORDER BY start")]
-        except sqlite3.OperationalError:  # the daemon is creating the index right now
-            return []
-
-    def wait_for(self, predicate, timeout: float, what: str) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = self.rows()
-            if predicate(rows):
-                return rows
-            assert self.proc is None or self.proc.poll() is None, self.log.read_text()
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}; rows={self.rows()}\n{self.log.read_text()}")
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "camrec", *args], capture_output=True, text=True, timeout=120)
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture
@@ -92,7 +31,7 @@ def daemon_factory(tmp_path):
     made: list[Daemon] = []
 
     def make(url: str, detect_url: str | None = None) -> Daemon:
-        d = Daemon(tmp_path, url, detect_url)
+        d = Daemon(tmp_path, url, detect_url, pre_roll=PRE_ROLL, post_roll=POST_ROLL)
         made.append(d)
         return d
 

@@ -21,6 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-c", "--config", required=True, metavar="CONFIG")
     s.set_defaults(func=cmd_check)
 
+    s = sub.add_parser("status", help="what the running recorder is doing, per camera")
+    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    s.add_argument("--json", action="store_true", help="the status document as JSON on stdout")
+    s.set_defaults(func=cmd_status)
+
     s = sub.add_parser("demo", help="record a synthetic camera for ~20 s with a throw-away key, then export")
     s.add_argument("--dir", metavar="DIR", help="where to put the demo (default: a new directory under /tmp)")
     s.add_argument("--duration", default="20s", metavar="SPAN", help="how long to record (default 20s)")
@@ -79,3 +84,67 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from camrec.demo import run_demo
 
     return run_demo(args)
+
+
+# The daemon rewrites its status every second; older than this means it is stuck or gone.
+STATUS_STALE_SECONDS = 10.0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 when the recorder runs and every camera delivers video; 4 when a camera doesn't; 1 when
+    the recorder isn't running (or its status is stale)."""
+    import json
+    import sys
+    import time
+    from datetime import datetime
+
+    from camrec.daemon import status_path
+    from camrec.errors import CamrecError, SourceError
+
+    config = load_config(args.config)
+    path = status_path(config.storage.path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise CamrecError(f"no status from a running recorder ({path})",
+                          hint="is `camrec run` (the camrec service) running with this config?") from None
+    age = time.time() - float(doc.get("time", 0))
+    alive = doc.get("state") == "running" and age < STATUS_STALE_SECONDS and _pid_alive(int(doc.get("pid", 0)))
+    if args.json:
+        json.dump({**doc, "alive": alive, "age": round(age, 1)}, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        since = datetime.fromtimestamp(float(doc.get("started_at", 0))).astimezone().isoformat(timespec="seconds")
+        print(f"recorder: {'running' if alive else 'NOT RUNNING'} (pid {doc.get('pid')}, since {since}, "
+              f"status {age:.0f}s old)")
+        for name, cam in doc.get("cameras", {}).items():
+            main = cam["streams"].get("main", {})
+            line = f"  {name}: {cam['state']}"
+            if main.get("stream"):
+                line += f", {main['stream']}"
+            line += f", {cam['clips_written']} clip(s) this run"
+            if main.get("error"):
+                line += f", last error: {main['error']}"
+            if cam.get("storage_error"):
+                line += f", STORAGE: {cam['storage_error']}"
+            print(line)
+    if not alive:
+        raise CamrecError("the recorder is not running", hint=f"its last status is {age:.0f}s old ({path})")
+    down = [n for n, c in doc.get("cameras", {}).items() if c["state"] not in ("connected", "recording")]
+    if down:
+        raise SourceError(f"camera(s) not delivering video: {', '.join(down)}")
+    return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to the service user
+        return True
+    return True
