@@ -51,8 +51,9 @@ def test_kill_9_loses_at_most_about_a_second(rtsp_camera_factory, busy_media, tm
         for _ in range(kills):
             d.start()
             seen = {k for _, k in killed}
-            rows = d.wait_for(lambda rows: any(r["state"] == "recording" and r["id"] not in seen
-                                               and r["size"] > 4096 for r in rows), 30, "a clip being written")
+            rows = d.wait_for(lambda rows, seen=seen: any(r["state"] == "recording" and r["id"] not in seen
+                                                          and r["size"] > 4096 for r in rows),
+                              30, "a clip being written")
             time.sleep(rng.uniform(0.0, 2.0))
             rows = d.rows()
             current = next(r["id"] for r in rows if r["state"] == "recording" and r["id"] not in seen)
