@@ -29,7 +29,9 @@ from camrec.store.writer import Store
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_INTERVAL = 60.0
+# Retention runs this often (and at once when a recorder hits a storage error): a statvfs and an
+# index query, cheap enough to keep the free-space floor tight while a disk fills.
+HOUSEKEEPING_INTERVAL = 10.0
 
 
 def sd_notify(message: str) -> None:
@@ -126,16 +128,23 @@ class Daemon:
         self.stop_event = threading.Event()
         recipients = [parse_recipient(r) for r in config.recipients]
         st = config.storage
-        self.store = Store(st.path, recipients, fsync_interval=st.fsync_interval, clock=self.clock)
+        self.store = Store(st.path, recipients, fsync_interval=st.fsync_interval, min_free=st.min_free,
+                           clock=self.clock)
         self.pipelines = [CameraPipeline(name, cam, self.store, self.clock, self.stop_event)
                           for name, cam in config.cameras.items() if cam.enabled]
         self.status_file = status_path(st.path)
+        self.storage_error: str | None = None
         self.started_at = time.time()
 
     def write_status(self, state: str = "running") -> None:
+        if self.status_file.parent == self.store.root:
+            try:
+                self.store.check_mount()
+            except StorageError:
+                return  # the storage disk is gone: don't write into whatever is at its path now
         now = time.monotonic()
         doc = {"pid": os.getpid(), "state": state, "time": time.time(), "started_at": self.started_at,
-               "storage": str(self.store.root),
+               "storage": str(self.store.root), "storage_error": self.storage_error,
                "cameras": {p.name: p.status(now) for p in self.pipelines}}
         tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
         try:
@@ -154,11 +163,18 @@ class Daemon:
     def housekeeping(self) -> None:
         st = self.config.storage
         try:
+            self.store.check_mount()
+            self.store.settle()
             deleted = self.store.apply_retention(retention_days=st.retention_days, max_size=st.max_size,
                                                  min_free=st.min_free)
         except StorageError as exc:
-            log.error("retention: %s", exc.message)
+            if exc.message != self.storage_error:
+                log.error("storage: %s", exc.message)
+            self.storage_error = exc.message
             return
+        if self.storage_error is not None:
+            log.info("storage: healthy again")
+            self.storage_error = None
         if deleted:
             log.info("retention: deleted %d clip(s), %d bytes", len(deleted), sum(r.size for r in deleted))
 
@@ -188,7 +204,8 @@ class Daemon:
                 if dead:
                     raise CamrecError(f"internal threads stopped unexpectedly: {', '.join(dead)}",
                                        hint="see the log above; the service manager will restart camrec")
-                if now >= next_housekeeping:
+                if now >= next_housekeeping or self.store.wants_housekeeping.is_set():
+                    self.store.wants_housekeeping.clear()
                     self.housekeeping()
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
                 sd_notify("STATUS=" + "; ".join(p.status_line() for p in self.pipelines))

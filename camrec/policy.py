@@ -59,11 +59,15 @@ class ClipPolicy:
             start_from = max(self._first_motion - self.pre_roll, self.last_clip_end)
             self._first_motion = None
             return Decision(Action.START, start_from)
-        if not self._motion_now and t >= self._last_motion + self.post_roll:
+        if self.motion_over(t):
             return Decision(Action.STOP)
         if keyframe and t - self.clip_start >= self.max_clip:
             return Decision(Action.SPLIT)
         return None
+
+    def motion_over(self, t: float) -> bool:
+        """True when, at camera time t, the last motion is older than the post-roll."""
+        return not self._motion_now and t >= self._last_motion + self.post_roll
 
     def opened(self, t: float) -> None:
         """The recorder opened a clip whose first packet is at camera time t."""

@@ -34,6 +34,9 @@ DETECTION_LAG_ALLOWANCE = 5.0
 # "motion continues": the clip then ends after post-roll instead of running on in max_clip pieces.
 DETECTOR_SILENCE = 10.0
 RING_MAX_BYTES = 64 * 1024 * 1024
+# After a storage failure (disk full, I/O error, storage unmounted), new clips are attempted again
+# only after this many seconds of video, so a dead disk doesn't turn every packet into an error.
+STORAGE_RETRY_SECONDS = 5.0
 MAX_DETAIL_FRAMES = 3000
 
 
@@ -83,6 +86,10 @@ class Recorder(threading.Thread):
         self._best: tuple[float, Any] | None = None  # (score, BGR image) of the best motion frame
         self._early_details: list[dict[str, Any]] = []
         self._last_motion_msg = float("-inf")
+        self._storage_retry_at = float("-inf")
+        self._storage_reason: str | None = None
+        # Clip times of one camera never go backwards, even when the wall clock is stepped back.
+        self._last_end_utc = store.last_end(camera)
 
     # -- producers (other threads) ---------------------------------------------------------------
 
@@ -162,7 +169,10 @@ class Recorder(threading.Thread):
         self._append_ring(p)
         if self._clip is not None:
             self._mux(p)
-        elif self._pending_start:
+        elif self._pending_start and p.arrival >= self._storage_retry_at:
+            if self.policy.motion_over(p.arrival):  # the storage came back after the event ended
+                self._pending_start = False
+                return
             start = self._select_start(self._start_from)
             if start is not None:
                 self._open_clip(list(self._ring)[start:])
@@ -199,7 +209,21 @@ class Recorder(threading.Thread):
         self._pending_start = False
         first = packets[0]
         start_utc = wall_of(self.clock, first.arrival)
+        if start_utc < self._last_end_utc:
+            # The wall clock was stepped back (NTP after a boot without RTC, a manual change): keep
+            # this camera's clips in order and non-overlapping; times catch up with the clock later.
+            # (Back-to-back clips differ by a few ms of arrival jitter: not worth a warning.)
+            if self._last_end_utc - start_utc > 1.0:
+                log.warning("%s: wall clock is %.1fs behind the previous clip's end; clip times held at it",
+                            self.camera, self._last_end_utc - start_utc)
+            start_utc = self._last_end_utc
+        self._storage_retry_at = first.arrival + STORAGE_RETRY_SECONDS  # if opening fails below
         opened = self.store.open_clip(self.camera, start_utc)
+        self._storage_retry_at = float("-inf")
+        if self.status.storage_error is not None:
+            log.info("%s: storage is writable again", self.camera)
+            self.status.storage_error = None
+            self._storage_reason = None
 
         def write(data: bytes) -> None:
             # The clip covers up to the newest muxed frame once these bytes are on disk.
@@ -243,6 +267,7 @@ class Recorder(threading.Thread):
             # Times relative to the clip's first frame, in seconds.
             "motion": [dict(d, t=round(d["t"] - clip.first_arrival, 3)) for d in clip.details],
         }).encode()
+        self._last_end_utc = end_utc
         row = clip.file.close(end_utc, thumbnail=thumb, details=details)
         self.policy.closed(clip.first_arrival + clip.muxer.duration)
         self.status.clips_written += 1
@@ -250,10 +275,18 @@ class Recorder(threading.Thread):
         log.info("%s: clip closed %s (%.1fs, %d bytes, %s)", self.camera, row.path, row.duration, row.size, reason)
 
     def _storage_failed(self, exc: StorageError) -> None:
-        log.error("%s: %s", self.camera, exc.message)
+        # Log once per condition (the reason after the file name), not once per attempted clip.
+        reason = exc.message.rsplit(": ", 1)[-1]
+        if reason != self._storage_reason:
+            log.error("%s: %s%s", self.camera, exc.message, f" ({exc.hint})" if exc.hint else "")
+        self._storage_reason = reason
         self.status.storage_error = exc.message
+        self.store.wants_housekeeping.set()  # retention may free space at once
+        now = self._ring[-1].arrival if self._ring else 0.0
+        self._storage_retry_at = max(self._storage_retry_at, now + STORAGE_RETRY_SECONDS)
         if self._clip is not None:
-            self._clip.file.abort()
-            self._clip = None
+            clip, self._clip = self._clip, None
+            self._last_end_utc = max(self._last_end_utc, clip.file.end)
+            clip.file.abort()
             self.status.recording = False
-            self.policy.closed(self._ring[-1].arrival if self._ring else 0.0)
+            self.policy.closed(now)

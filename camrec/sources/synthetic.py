@@ -10,6 +10,7 @@ Source string: ``synthetic:`` or ``synthetic:?size=640x360&fps=15&motion=4-8,13-
   motion  seconds (within each period) during which an object crosses the scene
   period  the timeline repeats every `period` seconds (default 30)
   gop     keyframe interval in seconds (default 1)
+  bitrate  target kbit/s of the encoder (default 800)
   realtime=0  produce frames as fast as possible (tests); arrival times then follow the frame clock
 """
 
@@ -34,14 +35,14 @@ def parse_synthetic(source: str) -> dict[str, Any]:
     query = urlsplit(source).query or source.partition("?")[2]
     raw = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     opts: dict[str, Any] = {"width": 640, "height": 360, "fps": 15, "period": 30.0, "gop": 1.0,
-                            "motion": [(4.0, 8.0), (13.0, 16.0)], "realtime": True}
+                            "motion": [(4.0, 8.0), (13.0, 16.0)], "realtime": True, "bitrate": 800}
     try:
         for key, value in raw.items():
             if key == "size":
                 w, h = value.lower().split("x")
                 opts["width"], opts["height"] = int(w) // 2 * 2, int(h) // 2 * 2
-            elif key == "fps":
-                opts["fps"] = int(value)
+            elif key in ("fps", "bitrate"):
+                opts[key] = int(value)
             elif key in ("period", "gop"):
                 opts[key] = float(value)
             elif key == "motion":
@@ -136,7 +137,7 @@ class SyntheticSource:
         gop = max(1, round(o["gop"] * o["fps"]))
         enc.gop_size = gop
         enc.max_b_frames = 0
-        enc.bit_rate = 800_000
+        enc.bit_rate = self.opts["bitrate"] * 1000
         # Like a camera: no B-frames, fixed GOP, in-band SPS/PPS before every IDR.
         enc.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params":
                        f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1"}

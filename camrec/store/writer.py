@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,9 @@ def _storage_error(action: str, path: Path | str, exc: OSError) -> StorageError:
 
 class Store:
     def __init__(self, root: Path, recipients: Sequence[Any], *, fsync_interval: float = 1.0,
-                 clock: Clock | None = None) -> None:
+                 min_free: int = 0, clock: Clock | None = None) -> None:
         self.root = root
+        self.min_free = min_free
         self.recipients = list(recipients)
         self.fsync_interval = fsync_interval
         self.clock = clock or SystemClock()
@@ -67,6 +69,41 @@ class Store:
             raise StorageError(f"storage directory {root} is not writable",
                                hint="check its owner and permissions (the service user must write it)")
         self.index = ClipIndex(root / layout.INDEX_NAME)
+        # The filesystem we started on: if the storage disk is unmounted under us, the same path
+        # then points into the root filesystem, which must not fill up with clips.
+        self._device = os.stat(root).st_dev
+        self.wants_housekeeping = threading.Event()
+        self._unsettled: dict[int, tuple[int, float]] = {}  # clip id → (size, end) not yet in the index
+
+    def check_mount(self) -> None:
+        """Raises StorageError if the storage directory is gone or now lies on another filesystem."""
+        try:
+            device = os.stat(self.root).st_dev
+        except OSError as exc:
+            raise _storage_error("reach the storage directory", self.root, exc) from None
+        if device != self._device:
+            raise StorageError(f"storage {self.root} is no longer on the filesystem camrec started with "
+                               "(was its disk unmounted?); not recording there",
+                               hint="mount the storage disk again and restart camrec")
+
+    def mark_partial(self, clip_id: int, size: int, end: float) -> None:
+        """Records a clip that couldn't be finished. On a full disk the index itself may refuse the
+        update: it is then retried by `settle()` (housekeeping, the next clip) once there is space."""
+        self._unsettled[clip_id] = (size, end)
+        self.settle()
+
+    def settle(self) -> None:
+        for clip_id, (size, end) in list(self._unsettled.items()):
+            try:
+                self.index.update(clip_id, state="partial", size=size, end=end)
+            except StorageError:
+                return
+            del self._unsettled[clip_id]
+
+    def last_end(self, camera: str) -> float:
+        """End of the newest clip of `camera` in the index (-inf when there is none)."""
+        rows = self.index.query(camera=camera)
+        return max((r.end for r in rows), default=float("-inf"))
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -96,6 +133,8 @@ class Store:
 
     def open_clip(self, camera: str, start: float) -> OpenClip:
         """Creates the clip file and its `recording` index row (invariant I1)."""
+        self.check_mount()
+        self.settle()
         rel, fd = self._create_exclusive(camera, start, layout.VIDEO_SUFFIX)
         return OpenClip(self, camera, start, rel, fd)
 
@@ -260,6 +299,10 @@ class OpenClip:
         os.fsync(self._file.fileno())
         self._last_sync = self.store.clock.monotonic()
         self.store.index.update(self.id, end=self.end, size=self._age.bytes_written)
+        # A statvfs per second: below the free-space floor, retention runs now, not at its next turn.
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(self.store.root).free < self.store.min_free:
+                self.store.wants_housekeeping.set()
 
     def close(self, end: float, thumbnail: bytes | None = None, details: bytes | None = None) -> ClipRow:
         """Writes the final chunk and the sidecars, then marks the clip complete (invariant I3)."""
@@ -288,7 +331,11 @@ class OpenClip:
                 continue
             fields[key] = rel
             size += n
-        fsync_dir(self.path.parent)
+        try:
+            fsync_dir(self.path.parent)
+        except OSError as exc:
+            self.store.mark_partial(self.id, self._age.bytes_written, self.end)
+            raise _storage_error("finish", self.path, exc) from None
         self.store.index.update(self.id, state="complete", end=self.end, size=size, **fields)
         return ClipRow(self.id, self.camera, self.start, self.end, size, self.rel,
                        fields.get("thumb"), fields.get("meta"), "complete")  # type: ignore[arg-type]
@@ -303,8 +350,7 @@ class OpenClip:
             size = self.path.stat().st_size
         except OSError:
             size = 0
-        with contextlib.suppress(StorageError):
-            self.store.index.update(self.id, state="partial", size=size, end=self.end)
+        self.store.mark_partial(self.id, size, self.end)
 
     def _abandon(self) -> None:
         with contextlib.suppress(OSError):
