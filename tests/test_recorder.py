@@ -95,7 +95,9 @@ def test_nothing_recorded_without_motion(tmp_path):
 
 
 def test_long_event_splits_at_max_clip(tmp_path):
-    _, _, rows, _ = record(tmp_path, motion="2-40", seconds=36, pre=1, post=1, max_clip=10)
+    # back-to-back crossings: motion never stops from 2 s on
+    _, _, rows, _ = record(tmp_path, motion="2-8,8-14,14-20,20-26,26-32,32-38", seconds=36, pre=1, post=1,
+                           max_clip=10)
     assert len(rows) >= 3
     for a, b in itertools.pairwise(rows):
         assert b.start >= a.end - 0.05  # contiguous, never overlapping
