@@ -37,6 +37,7 @@ class CaptureStatus:
     last_packet: float | None = None  # camera clock (monotonic)
     connected_at: float | None = None  # wall clock of the current connection's open
     first_packet_at: float | None = None  # wall clock of the current connection's first packet
+    last_progress: float = 0.0  # monotonic: the loop's last sign of life (attempt, packet, backoff)
 
 
 class Capture(threading.Thread):
@@ -50,21 +51,26 @@ class Capture(threading.Thread):
         on_packet: Callable[[MediaPacket], None],
         on_disconnect: Callable[[], None],
         stop: threading.Event,
+        stall_limit: float = 60.0,
     ) -> None:
         super().__init__(name=f"capture-{camera}-{role}", daemon=True)
+        # Longer than any legitimate wait (open timeout + read timeouts + backoff): beyond it, the
+        # thread is hung inside FFmpeg and only a restart of the process will free it.
+        self.stall_limit = stall_limit
         self.camera = camera
         self.role = role
         self._make = make
         self._on_packet = on_packet
         self._on_disconnect = on_disconnect
         self._stop_event = stop
-        self.status = CaptureStatus()
+        self.status = CaptureStatus(last_progress=time.monotonic())
 
     def run(self) -> None:
         backoff = BACKOFF_MIN
         generation = 0
         while not self._stop_event.is_set():
             generation += 1
+            self.status.last_progress = time.monotonic()
             try:
                 source = self._make(generation)
                 info = source.open()
@@ -115,12 +121,17 @@ class Capture(threading.Thread):
                 return "end of stream"
             self.status.packets += 1
             self.status.last_packet = packet.arrival
+            self.status.last_progress = time.monotonic()
             if self.status.first_packet_at is None:
                 self.status.first_packet_at = time.time()
             self._on_packet(packet)
         return "stopping"
 
+    def stuck(self, now: float) -> bool:
+        return self.is_alive() and now - self.status.last_progress > self.stall_limit
+
     def _report_failure(self, message: str) -> None:
+        self.status.last_progress = time.monotonic()
         message = redact(message)
         if self.status.error != message:
             log.error("%s: %s stream: %s (retrying with backoff up to %.0fs)",

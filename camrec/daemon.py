@@ -8,18 +8,17 @@ the GIL, so one thread per stage per camera is the simplest correct shape; queue
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from camrec import sdnotify
 from camrec.capture import Capture
 from camrec.detection import DetectionWorker
 from camrec.errors import CamrecError, StorageError
@@ -32,18 +31,6 @@ log = logging.getLogger(__name__)
 # Retention runs this often (and at once when a recorder hits a storage error): a statvfs and an
 # index query, cheap enough to keep the free-space floor tight while a disk fills.
 HOUSEKEEPING_INTERVAL = 10.0
-
-
-def sd_notify(message: str) -> None:
-    """Tells systemd about our state (Type=notify); a no-op outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        s.connect(address)
-        s.sendall(message.encode())
 
 
 class CameraPipeline:
@@ -64,10 +51,12 @@ class CameraPipeline:
             if not cam.detect_source:  # otherwise the sub-stream alone is decoded
                 self.detector.packets.put(p)
 
-        self.captures = [Capture(name, "main", maker(cam.source), on_main, self.recorder.disconnected, stop)]
+        stall = cam.open_timeout + 3 * cam.read_timeout + 15.0
+        self.captures = [Capture(name, "main", maker(cam.source), on_main, self.recorder.disconnected, stop,
+                                 stall_limit=stall)]
         if cam.detect_source:
             self.captures.append(Capture(name, "detect", maker(cam.detect_source), self.detector.packets.put,
-                                         lambda: None, stop))
+                                         lambda: None, stop, stall_limit=stall))
 
     def start(self) -> None:
         self.recorder.start()
@@ -85,6 +74,10 @@ class CameraPipeline:
 
     def dead_threads(self) -> list[str]:
         return [t.name for t in (self.recorder, self.detector, *self.captures) if not t.is_alive()]
+
+    def stuck_threads(self, now: float) -> list[str]:
+        stuck = [c.name for c in self.captures if c.stuck(now)]
+        return [self.recorder.name, *stuck] if self.recorder.stuck(now) else stuck
 
     def status_line(self) -> str:
         main = self.captures[0].status
@@ -191,7 +184,10 @@ class Daemon:
         self.recover()
         for p in self.pipelines:
             p.start()
-        sd_notify("READY=1\nSTATUS=recording")
+        # READY only now: recovery (reconcile, retention) is done and every pipeline is running.
+        sdnotify.ready("recording")
+        watchdog = sdnotify.WatchdogTimer()
+        unhealthy: list[str] = []
         log.info("recording %d camera(s) into %s", len(self.pipelines), self.store.root)
         started = time.monotonic()
         next_housekeeping = started + HOUSEKEEPING_INTERVAL
@@ -208,13 +204,22 @@ class Daemon:
                     self.store.wants_housekeeping.clear()
                     self.housekeeping()
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
-                sd_notify("STATUS=" + "; ".join(p.status_line() for p in self.pipelines))
+                stuck = [name for p in self.pipelines for name in p.stuck_threads(now)]
+                if stuck != unhealthy:
+                    if stuck:
+                        log.error("hung: %s; watchdog pings stop, so systemd restarts camrec", ", ".join(stuck))
+                    else:
+                        log.info("all threads are making progress again")
+                    unhealthy = stuck
+                if not stuck:
+                    watchdog.kick(now)  # only while every stage makes progress
+                sdnotify.status("; ".join(p.status_line() for p in self.pipelines))
                 self.write_status()
         finally:
             self.shutdown()
 
     def shutdown(self) -> None:
-        sd_notify("STOPPING=1")
+        sdnotify.stopping()
         self.stop_event.set()
         for p in self.pipelines:
             p.stop(timeout=10.0)

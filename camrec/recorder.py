@@ -11,6 +11,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ RING_MAX_BYTES = 64 * 1024 * 1024
 # After a storage failure (disk full, I/O error, storage unmounted), new clips are attempted again
 # only after this many seconds of video, so a dead disk doesn't turn every packet into an error.
 STORAGE_RETRY_SECONDS = 5.0
+# A recorder that has had work queued but processed nothing for this long is hung.
+RECORDER_STUCK_SECONDS = 60.0
 MAX_DETAIL_FRAMES = 3000
 
 
@@ -78,6 +81,7 @@ class Recorder(threading.Thread):
         self.policy = ClipPolicy(settings.pre_roll, settings.post_roll, settings.max_clip)
         self.ring_seconds = settings.pre_roll + DETECTION_LAG_ALLOWANCE
         self.status = RecorderStatus()
+        self.last_activity = time.monotonic()
         self._ring: deque[MediaPacket] = deque()
         self._ring_bytes = 0
         self._stream: StreamInfo | None = None
@@ -110,9 +114,14 @@ class Recorder(threading.Thread):
 
     # -- the recording thread --------------------------------------------------------------------
 
+    def stuck(self, now: float) -> bool:
+        """Work is waiting but nothing was processed for a long time: a hang (a dead disk in D state)."""
+        return self.is_alive() and self.inbox.qsize() > 0 and now - self.last_activity > RECORDER_STUCK_SECONDS
+
     def run(self) -> None:
         while True:
             item = self.inbox.get()
+            self.last_activity = time.monotonic()
             try:
                 if isinstance(item, MediaPacket):
                     self._on_packet(item)
