@@ -14,6 +14,20 @@ PLAINTEXT_MARKERS = (b"ftypiso", b"ftypmp4", b"moov", b"moof", b"mdat", b"mvhd",
                      b"\xff\xd8\xff\xdb")
 
 
+# Files at the top of a storage directory that are not clips: the index (and its WAL files), the
+# daemon's status, the tamper-evidence manifest with its signing key, and the audit log. None holds
+# video, images or motion details.
+STORE_METADATA = {"index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm", "status.json", "manifest.jsonl",
+                  "device-signing.key", "device-signing.pub", "audit.jsonl"}
+
+
+def stored_files(root: Path) -> list[Path]:
+    """Every clip file under a storage directory; fails on any unexpected top-level file."""
+    top = {p.name for p in root.iterdir() if p.is_file()}
+    assert top <= STORE_METADATA, top - STORE_METADATA
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.parent != root)
+
+
 def plaintext_markers_in(path: Path) -> list[str]:
     data = path.read_bytes()
     return [m.decode("latin-1") for m in PLAINTEXT_MARKERS if m in data]

@@ -94,6 +94,10 @@ def test_kill_9_loses_at_most_about_a_second(rtsp_camera_factory, busy_media, tm
             with open(d.storage / row["path"], "rb") as f:
                 assert decrypt_stream(f, [d.owner], _Null()) > 0
 
+    # The tamper-evident manifest agrees with what a crash-ridden run left behind.
+    proc = d.cli("verify", "-c", str(d.config), "-i", str(d.key))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
     report = (f"{kills} kills: video lost per kill mean {statistics.mean(losses):.2f}s, "
               f"median {statistics.median(losses):.2f}s, max {max(losses):.2f}s")
     print(report)

@@ -25,7 +25,7 @@ from camrec.recorder import Recorder
 from camrec.sources import SystemClock
 from camrec.sources.synthetic import SyntheticSource
 from camrec.store.writer import Store
-from tests.helpers import ffprobe, plaintext_markers_in
+from tests.helpers import ffprobe, plaintext_markers_in, stored_files
 
 FPS = 15
 
@@ -107,8 +107,7 @@ def test_long_event_splits_at_max_clip(tmp_path):
 
 def test_no_plaintext_on_disk_and_recorder_cannot_decrypt(tmp_path):
     _, store, rows, _ = record(tmp_path, motion="3-6", seconds=10)
-    files = [p for p in store.root.rglob("*") if p.is_file() and p.name != "index.sqlite3"
-             and not p.name.startswith("index.sqlite3")]
+    files = stored_files(store.root)
     assert len(files) == 3 * len(rows) >= 3
     for f in files:
         assert f.read_bytes().startswith(b"age-encryption.org/v1\n")

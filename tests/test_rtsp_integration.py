@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from camrec.crypto.stream import decrypt_bytes
-from tests.helpers import ffprobe, plaintext_markers_in
+from tests.helpers import ffprobe, plaintext_markers_in, stored_files
 from tests.support.daemon import Daemon
 
 PRE_ROLL = 3.0
@@ -81,7 +81,7 @@ def check_clips(d: Daemon, rows: list[dict], tmp: Path) -> None:
 
 
 def assert_no_plaintext(storage: Path) -> None:
-    files = [p for p in storage.rglob("*") if p.is_file() and not p.name.startswith("index.sqlite3")]
+    files = stored_files(storage)
     assert files
     for f in files:
         assert f.read_bytes()[:22] == b"age-encryption.org/v1\n", f

@@ -28,6 +28,7 @@ from camrec.errors import StorageError
 from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
+from camrec.store.manifest import Manifest
 from camrec.store.retention import plan_retention
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,8 @@ class Store:
             raise StorageError(f"storage directory {root} is not writable",
                                hint="check its owner and permissions (the service user must write it)")
         self.index = ClipIndex(root / layout.INDEX_NAME)
+        # The tamper-evident record of every closed and deleted clip (docs/tamper-evidence.md).
+        self.manifest = Manifest(root, clock=self.clock)
         # The filesystem we started on: if the storage disk is unmounted under us, the same path
         # then points into the root filesystem, which must not fill up with clips.
         self._device = os.stat(root).st_dev
@@ -168,6 +171,7 @@ class Store:
         for row in rows:
             exists = (self.root / row.path).is_file()
             if row.state == "garbage":
+                self._record_deleted([row], "retention")
                 self._unlink_clip(row)
                 counts["garbage"] += 1
             elif row.state == "recording":
@@ -199,7 +203,15 @@ class Store:
             self.index.insert(camera, start, rel, self._clip_bytes(rel), state="partial")
             counts["adopted"] += 1
             log.warning("%s: adopted unindexed clip %s as partial", camera, rel)
+        # Clips that were closed or cut without reaching the manifest (a crash between the two).
+        counts["recorded"] = self.manifest.reconcile(self.index.query(states=("complete", "partial")))["recorded"]
         return counts
+
+    def _record_deleted(self, rows: list[ClipRow], reason: str) -> None:
+        try:
+            self.manifest.record_deleted(rows, reason=reason)
+        except StorageError as exc:  # the deletion happens anyway; `camrec verify` will show them missing
+            log.error("manifest: %s", exc.message)
 
     def _clip_bytes(self, video_rel: str) -> int:
         total = 0
@@ -220,6 +232,8 @@ class Store:
                                 max_size=max_size, free_bytes=free, min_free=min_free)
         for row in doomed:
             self.index.update(row.id, state="garbage")
+        if doomed:
+            self._record_deleted(doomed, "retention")
         for row in doomed:
             self._unlink_clip(row)
         return doomed
@@ -243,6 +257,7 @@ class Store:
                 d.rmdir()
 
     def close(self) -> None:
+        self.manifest.close()
         self.index.close()
 
 
@@ -336,6 +351,11 @@ class OpenClip:
         except OSError as exc:
             self.store.mark_partial(self.id, self._age.bytes_written, self.end)
             raise _storage_error("finish", self.path, exc) from None
+        try:  # manifest before index (rule M1): a `complete` row always has its manifest entry
+            self.store.manifest.record_closed(self.camera, self.rel, start=self.start, end=self.end,
+                                              files=[self.rel, *(str(v) for v in fields.values())])
+        except StorageError as exc:  # the clip itself is fine; the next start-up records it
+            log.error("%s: manifest: %s", self.camera, exc.message)
         self.store.index.update(self.id, state="complete", end=self.end, size=size, **fields)
         return ClipRow(self.id, self.camera, self.start, self.end, size, self.rel,
                        fields.get("thumb"), fields.get("meta"), "complete")  # type: ignore[arg-type]
@@ -351,6 +371,8 @@ class OpenClip:
         except OSError:
             size = 0
         self.store.mark_partial(self.id, size, self.end)
+        with contextlib.suppress(StorageError):
+            self.store.manifest.record_closed(self.camera, self.rel, start=self.start, end=self.end, kind="partial")
 
     def _abandon(self) -> None:
         with contextlib.suppress(OSError):
