@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 # Retention runs this often (and at once when a recorder hits a storage error): a statvfs and an
 # index query, cheap enough to keep the free-space floor tight while a disk fills.
 HOUSEKEEPING_INTERVAL = 10.0
+# How long shutdown waits for the recorders to close their clips (the unit's TimeoutStopSec is longer).
+SHUTDOWN_SECONDS = 15.0
 
 
 class CameraPipeline:
@@ -64,13 +66,15 @@ class CameraPipeline:
         for c in self.captures:
             c.start()
 
-    def stop(self, timeout: float) -> None:
-        """Closes the open clip first (it matters most), then lets the other threads wind down."""
+    def request_stop(self) -> None:
+        """Asks the recorder to close its open clip and the detector to finish (no waiting)."""
         self.recorder.stop()
-        self.recorder.join(timeout)
         self.detector.packets.put(None)
-        for t in (self.detector, *self.captures):
-            t.join(max(0.1, timeout / 4))
+
+    def join(self, deadline: float) -> None:
+        """Waits for the threads until the monotonic `deadline`; the recorder (the open clip) first."""
+        for t in (self.recorder, self.detector, *self.captures):
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def dead_threads(self) -> list[str]:
         return [t.name for t in (self.recorder, self.detector, *self.captures) if not t.is_alive()]
@@ -109,7 +113,12 @@ def status_path(storage: Path) -> Path:
     """Where the running daemon publishes its status: the systemd runtime directory (tmpfs) when
     there is one, so a status written every second never wears the SD card; else the storage dir."""
     runtime = os.environ.get("RUNTIME_DIRECTORY")
-    return Path(runtime.split(":")[0]) / "status.json" if runtime else storage / "status.json"
+    if runtime:
+        return Path(runtime.split(":")[0]) / "status.json"
+    service = Path("/run/camrec/status.json")  # `camrec status` from a shell, next to the service
+    if service.exists():
+        return service
+    return storage / "status.json"
 
 
 class Daemon:
@@ -147,19 +156,27 @@ class Daemon:
             log.debug("cannot write %s: %s", self.status_file, exc)
 
     def recover(self) -> dict[str, int]:
+        # A long first retention run (months of clips) must not trip systemd's start timeout.
+        last = [time.monotonic()]
+
+        def still_starting() -> None:
+            if time.monotonic() - last[0] > 5:
+                sdnotify.extend_timeout(30)
+                last[0] = time.monotonic()
+
         counts = self.store.reconcile()
         if any(counts.values()):
             log.info("start-up check: %s", ", ".join(f"{v} {k}" for k, v in counts.items() if v))
-        self.housekeeping()
+        self.housekeeping(progress=still_starting)
         return counts
 
-    def housekeeping(self) -> None:
+    def housekeeping(self, progress: Callable[[], object] | None = None) -> None:
         st = self.config.storage
         try:
             self.store.check_mount()
             self.store.settle()
             deleted = self.store.apply_retention(retention_days=st.retention_days, max_size=st.max_size,
-                                                 min_free=st.min_free)
+                                                 min_free=st.min_free, progress=progress)
         except StorageError as exc:
             if exc.message != self.storage_error:
                 log.error("storage: %s", exc.message)
@@ -185,9 +202,10 @@ class Daemon:
         for p in self.pipelines:
             p.start()
         # READY only now: recovery (reconcile, retention) is done and every pipeline is running.
-        sdnotify.ready("recording")
+        sdnotify.ready(f"recording {len(self.pipelines)} camera(s)")
         watchdog = sdnotify.WatchdogTimer()
         unhealthy: list[str] = []
+        status_text = ""
         log.info("recording %d camera(s) into %s", len(self.pipelines), self.store.root)
         started = time.monotonic()
         next_housekeeping = started + HOUSEKEEPING_INTERVAL
@@ -202,7 +220,8 @@ class Daemon:
                                        hint="see the log above; the service manager will restart camrec")
                 if now >= next_housekeeping or self.store.wants_housekeeping.is_set():
                     self.store.wants_housekeeping.clear()
-                    self.housekeeping()
+                    # Deleting many clips can take long on an SD card: keep the watchdog fed meanwhile.
+                    self.housekeeping(progress=None if unhealthy else watchdog.kick)
                     next_housekeeping = now + HOUSEKEEPING_INTERVAL
                 stuck = [name for p in self.pipelines for name in p.stuck_threads(now)]
                 if stuck != unhealthy:
@@ -213,7 +232,10 @@ class Daemon:
                     unhealthy = stuck
                 if not stuck:
                     watchdog.kick(now)  # only while every stage makes progress
-                sdnotify.status("; ".join(p.status_line() for p in self.pipelines))
+                text = "; ".join(p.status_line() for p in self.pipelines)
+                if text != status_text:
+                    sdnotify.status(text)
+                    status_text = text
                 self.write_status()
         finally:
             self.shutdown()
@@ -221,8 +243,12 @@ class Daemon:
     def shutdown(self) -> None:
         sdnotify.stopping()
         self.stop_event.set()
+        # All cameras close their clips in parallel: the stop must fit in systemd's TimeoutStopSec.
         for p in self.pipelines:
-            p.stop(timeout=10.0)
+            p.request_stop()
+        deadline = time.monotonic() + SHUTDOWN_SECONDS
+        for p in self.pipelines:
+            p.join(deadline)
         self.write_status("stopped")
         self.store.close()
         log.info("stopped")

@@ -51,7 +51,8 @@ def run_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"bad --duration: {exc}") from None
     if not 8 <= duration <= 600:
         raise UsageError("--duration must be between 8s and 10m")
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="camrec-demo-"))
+    # Absolute: the config written below is read relative to its own directory.
+    base = Path(args.dir).resolve() if args.dir else Path(tempfile.mkdtemp(prefix="camrec-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     key_path = base / "owner-identity.txt"
     if not key_path.exists():

@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,8 +222,12 @@ class Store:
 
     # -- retention ------------------------------------------------------------------------------
 
-    def apply_retention(self, *, retention_days: float, max_size: int | None, min_free: int) -> list[ClipRow]:
-        """Deletes what the retention limits demand (invariant I4); returns the deleted rows."""
+    def apply_retention(self, *, retention_days: float, max_size: int | None, min_free: int,
+                        progress: Callable[[], object] | None = None) -> list[ClipRow]:
+        """Deletes what the retention limits demand (invariant I4); returns the deleted rows.
+
+        `progress` is called after each clip: a first run over a year of clips can take a while on
+        an SD card, and the supervisor must keep feeding systemd's watchdog meanwhile."""
         try:
             free = shutil.disk_usage(self.root).free
         except OSError:
@@ -236,6 +240,8 @@ class Store:
             self._record_deleted(doomed, "retention")
         for row in doomed:
             self._unlink_clip(row)
+            if progress is not None:
+                progress()
         return doomed
 
     def _unlink_clip(self, row: ClipRow) -> None:
