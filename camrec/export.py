@@ -3,7 +3,11 @@
 Decryption runs in a thread that writes plaintext into a pipe; PyAV demuxes from the other end, so
 a clip is never held whole in memory and plaintext only ever lands in the owner's chosen output,
 written to a temporary name and renamed into place (no half-written .mp4 is ever visible).
-A clip cut short by a crash (no final age chunk) is exported up to its last complete fragment.
+A clip cut short by a crash (no final age chunk) is exported up to its last complete fragment:
+the decrypted stream passes through `FragmentGate`, which hands the demuxer only whole top-level
+MP4 boxes and each `moof` only together with its `mdat`, so what FFmpeg sees always ends at a
+fragment boundary. Without it, a fragment whose `mdat` was cut would reach the output as packets
+pointing past the end of the data (FFmpeg then either errors or writes damaged frames).
 """
 
 from __future__ import annotations
@@ -35,6 +39,61 @@ class _PipeReader:
         return self._f.read(n)
 
 
+class FragmentGate:
+    """A write-only filter that passes on complete MP4 boxes only, holding `moof` until its `mdat`.
+
+    Box sizes are read from the (authenticated) plaintext itself; an incomplete box at the end is
+    held back and dropped by close(). Anything that does not look like MP4 boxes (a size field
+    smaller than the box header, or size 0, "to the end of the file") switches the gate to
+    pass-through, so the demuxer reports the problem rather than the gate hiding it.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self._buf = bytearray()
+        self._passthrough = False
+        self.dropped = 0  # bytes of an incomplete trailing fragment that close() discarded
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        if self._passthrough:
+            self._out.write(data)
+            return n
+        buf = self._buf
+        buf += data
+        pos = release = 0
+        while len(buf) - pos >= 8:
+            size = int.from_bytes(buf[pos : pos + 4], "big")
+            header = 8
+            if size == 1:  # 64-bit "largesize" follows the type
+                if len(buf) - pos < 16:
+                    break
+                size, header = int.from_bytes(buf[pos + 8 : pos + 16], "big"), 16
+            if size < header:
+                self._passthrough = True
+                release = len(buf)
+                break
+            if len(buf) - pos < size:
+                break
+            kind = bytes(buf[pos + 4 : pos + 8])
+            pos += size
+            # A fragment is complete when its mdat is; every other box stands alone.
+            if kind != b"moof":
+                release = pos
+        if release:
+            self._out.write(buf[:release])
+            del buf[:release]
+        return n
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def close(self) -> None:
+        self.dropped = len(self._buf)
+        self._buf = bytearray()
+        self._out.close()
+
+
 class _DecryptThread(threading.Thread):
     def __init__(self, src: Path, identities: Sequence[Any], out: BinaryIO) -> None:
         super().__init__(daemon=True, name="decrypt")
@@ -43,9 +102,10 @@ class _DecryptThread(threading.Thread):
         self.plaintext_bytes = 0
 
     def run(self) -> None:
+        gate = FragmentGate(self.out)
         try:
             with open(self.src, "rb") as f:
-                self.plaintext_bytes = decrypt_stream(f, self.identities, self.out)
+                self.plaintext_bytes = decrypt_stream(f, self.identities, gate)  # type: ignore[arg-type]
         except TruncatedError as exc:
             self.plaintext_bytes = exc.authenticated_bytes
             self.error = exc
@@ -55,7 +115,7 @@ class _DecryptThread(threading.Thread):
             self.error = exc
         finally:
             with contextlib.suppress(OSError):
-                self.out.close()
+                gate.close()
 
 
 @dataclass
@@ -90,6 +150,9 @@ def remux_encrypted(src: Path, identities: Sequence[Any], dest: Path) -> RemuxRe
         elif err is not None:
             raise StorageError(f"cannot read {src}: {err}")
         if result.packets == 0:
+            if result.truncated:
+                raise TruncatedError(f"{src.name}: cut short by a crash before its first complete video fragment; "
+                                     "there is no video to export", hint="nothing was written")
             if demux_error is not None:
                 raise FormatError(f"{src.name}: decrypted, but it is not a video clip ({demux_error})")
             raise FormatError(f"{src.name}: no video in this clip")

@@ -1,8 +1,24 @@
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 
 pytest_plugins = ["tests.support.camera"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_log_outside_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`camrec decrypt` of files outside a store writes the per-user audit log: keep the tests'
+    entries (also those of camrec child processes, which inherit the variable) out of ~/.local."""
+    old = os.environ.get("CAMREC_AUDIT_LOG")
+    os.environ["CAMREC_AUDIT_LOG"] = str(tmp_path_factory.mktemp("audit") / "audit.jsonl")
+    yield
+    if old is None:
+        os.environ.pop("CAMREC_AUDIT_LOG", None)
+    else:
+        os.environ["CAMREC_AUDIT_LOG"] = old
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -174,3 +174,40 @@ def test_unreachable_camera(tmp_path):
 def test_usage_errors(tmp_path):
     assert_one_line_error(camrec("frobnicate"), 2)
     assert_one_line_error(camrec("list", "-c", str(tmp_path / "missing.yaml")), 3, "missing.yaml")
+
+
+def test_export_with_a_passphrase_protected_identity(recorded, tmp_path):
+    from camrec.crypto.scrypt import ScryptRecipient
+    from camrec.crypto.stream import encrypt_bytes
+
+    protected = tmp_path / "owner.key.age"
+    protected.write_bytes(encrypt_bytes(recorded["key"].read_bytes(), [ScryptRecipient("pw", 10)], armor=True))
+    pw = tmp_path / "pw"
+    pw.write_text("pw\n")
+    out = tmp_path / "out"
+    args = ["export", "-c", str(recorded["config"]), "-i", str(protected), "-o", str(out)]
+    proc = camrec(*args, "--passphrase-file", str(pw))
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("*.mp4"))) == 2
+    pw.write_text("not pw\n")
+    wrong = camrec(*args[:-1], str(tmp_path / "out2"), "--passphrase-file", str(pw))
+    assert_one_line_error(wrong, 5, "incorrect passphrase", str(protected))
+    # No terminal (a new session) and no --passphrase-file: a usage error, nothing exported.
+    again = camrec(*args[:-1], str(tmp_path / "out2"), start_new_session=True)
+    assert_one_line_error(again, 2, "no terminal", "--passphrase-file")
+    assert not list((tmp_path / "out2").glob("*.mp4"))
+
+
+def test_verify_end_to_end(recorded, tmp_path):
+    ok = camrec("verify", "-c", str(recorded["config"]), "-i", str(recorded["key"]))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    # a copy of the store with one clip's video deleted
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(recorded["root"], copy)
+    cfg = write_config(tmp_path, str(recorded["owner"].recipient()), copy)
+    (copy / recorded["rows"][0].path).unlink()
+    bad = camrec("verify", "-c", str(cfg))
+    assert bad.returncode == 7, bad.stdout + bad.stderr
+    assert "missing" in bad.stdout + bad.stderr

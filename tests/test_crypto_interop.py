@@ -38,6 +38,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SIZES = [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * 1024 * 1024 + 11]
+ARMORED_SIZE = CHUNK_SIZE + 5
 
 
 def data_of(size: int) -> bytes:
@@ -205,18 +206,79 @@ def age_on_a_terminal(args: list[str], passphrase: str) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pseudo-terminal")
-def test_passphrase_files_both_ways(tmp_path: Path) -> None:
-    data = data_of(CHUNK_SIZE + 5)
+needs_pty = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pseudo-terminal")
+
+
+@needs_pty
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("mode", ["one write", "small writes"])
+def test_we_encrypt_with_passphrase_age_decrypts(size: int, mode: str, tmp_path: Path) -> None:
+    data = data_of(size)
     ours = tmp_path / "ours.age"
-    ours.write_bytes(encrypt_bytes(data, [ScryptRecipient("tv remote", work_factor=12)]))
+    with open(ours, "wb") as f:
+        # A low work factor keeps the test fast; age accepts any factor up to 2^22.
+        w = AgeWriter(f, [ScryptRecipient("tv remote", work_factor=10)])
+        if mode == "one write":
+            w.write(data)
+        else:
+            for pos in range(0, size, 4099):
+                w.write(data[pos : pos + 4099])
+        w.close()
     out = tmp_path / "out"
     assert age_on_a_terminal(["-d", "-o", str(out), str(ours)], "tv remote") == 0
-    assert out.read_bytes() == data
+    # age opens -o lazily, at its first plaintext byte: an empty plaintext creates no file.
+    assert (out.read_bytes() if out.exists() else b"") == data
 
-    plain = tmp_path / "plain"
-    plain.write_bytes(data)
-    theirs = tmp_path / "theirs.age"
-    assert age_on_a_terminal(["-p", "-o", str(theirs), str(plain)], "tv remote") == 0
-    assert b"-> scrypt " in theirs.read_bytes()[:200]
-    assert decrypt_bytes(theirs.read_bytes(), [scrypt_identity("tv remote")]) == data
+
+@pytest.fixture(scope="module")
+def age_passphrase_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """`age -p` output for every size. age 1.1 always uses scrypt work factor 2^18 (about a
+    second here), so the files are made concurrently, each on its own pseudo-terminal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tmp = tmp_path_factory.mktemp("age-p")
+
+    def make(size: int) -> tuple[int, Path]:
+        # A negative size stands for the armored file (`age -p -a`) of -size bytes.
+        plain, enc = tmp / f"{size}.plain", tmp / f"{size}.age"
+        plain.write_bytes(data_of(abs(size)))
+        armor = ["-a"] if size < 0 else []
+        assert age_on_a_terminal(["-p", *armor, "-o", str(enc), str(plain)], "tv remote") == 0
+        return size, enc
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(make, [*SIZES, -ARMORED_SIZE]))
+
+
+@needs_pty
+@pytest.mark.parametrize("size", SIZES)
+def test_age_encrypts_with_passphrase_we_decrypt(size: int, age_passphrase_files: dict[int, Path]) -> None:
+    theirs = age_passphrase_files[size].read_bytes()
+    assert b"-> scrypt " in theirs[:200]
+    assert decrypt_bytes(theirs, [scrypt_identity("tv remote")]) == data_of(size)
+
+
+@needs_pty
+def test_age_armored_passphrase_file_via_the_cli(age_passphrase_files: dict[int, Path], tmp_path: Path) -> None:
+    """`age -p -a` output through `camrec decrypt --passphrase-file` (armor detected by itself)."""
+    theirs = age_passphrase_files[-ARMORED_SIZE]
+    assert theirs.read_bytes().startswith(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    pw = tmp_path / "pw"
+    pw.write_text("tv remote\n")
+    out = subprocess.run([sys.executable, "-m", "camrec", "decrypt", "--passphrase-file", str(pw), str(theirs)],
+                         capture_output=True, timeout=60, start_new_session=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == data_of(ARMORED_SIZE)
+
+
+def test_bench_crypto_smoke(tmp_path: Path) -> None:
+    """`camrec bench crypto` runs both tools on the same file and reports both ratios."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "camrec", "bench", "crypto", "--size", "2MB", "--repeat", "3",
+                          "--dir", str(tmp_path), "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["size"] == 2_000_000 and set(result["ratio"]) == {"encrypt", "decrypt"}
+    assert all(v > 0 for v in result["mb_per_s"].values())
+    assert list(tmp_path.iterdir()) == []  # its files are cleaned up

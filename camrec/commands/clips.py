@@ -1,4 +1,15 @@
-"""`camrec list`, `camrec export` and `camrec decrypt`: reading what was recorded."""
+"""`camrec list`, `camrec export` and `camrec decrypt`: reading what was recorded.
+
+Identities (`-i`) may be any identity file: X25519 or post-quantum keys, several per file, with
+comments, or such a file protected by a passphrase. Passphrases are asked on the terminal, or
+read from `--passphrase-file` by scripts (camrec/crypto/passphrase.py).
+
+`decrypt` on a clip cut by a crash (no final chunk), exit code 8 in every case:
+  -o OUT             nothing is left at OUT (temporary file, removed), hint to use --salvage
+  --salvage -o OUT   OUT holds exactly the authenticated prefix; stderr says where the cut is
+  to stdout          the authenticated prefix is written, then the error (what `age -d` does)
+Bytes of a chunk that failed authentication are never written, in any mode.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from camrec.commands.common import add_selection, iso, load_config, load_identities, select_clips
-from camrec.errors import CamrecError, IdentityError, StorageError, UsageError
+from camrec import audit
+from camrec.commands.common import (
+    add_passphrase_file,
+    add_selection,
+    iso,
+    load_config,
+    load_identities,
+    select_clips,
+)
+from camrec.errors import CamrecError, IdentityError, StorageError, TruncatedError, UsageError
 
 ORDER = 30
 
@@ -24,15 +43,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("export", help="decrypt clips into playable MP4 files (needs the owner's identity)")
     add_selection(s)
-    s.add_argument("-i", "--identity", action="append", required=True, metavar="IDENTITY")
+    s.add_argument("-i", "--identity", action="append", required=True, metavar="IDENTITY",
+                   help="identity file (repeatable; a passphrase-protected one is asked for its passphrase)")
     s.add_argument("-o", "--output", required=True, metavar="DIR")
     s.add_argument("--force", action="store_true", help="replace MP4 files that already exist")
+    add_passphrase_file(s)
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("decrypt", help="decrypt one age file (like `age -d`)")
-    s.add_argument("-i", "--identity", action="append", required=True, metavar="IDENTITY")
+    s.add_argument("-i", "--identity", action="append", metavar="IDENTITY",
+                   help="identity file (repeatable); not needed for a passphrase-encrypted file")
     s.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
-    s.add_argument("file", metavar="FILE")
+    s.add_argument("--salvage", action="store_true",
+                   help="for a clip cut by a crash, keep its authenticated prefix in OUT (still exit code 8)")
+    add_passphrase_file(s)
+    s.add_argument("file", metavar="FILE", help="the age file (binary or ASCII-armored); - for standard input")
     s.set_defaults(func=cmd_decrypt)
 
 
@@ -62,10 +87,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from camrec.export import remux_encrypted
-    from camrec.store import layout
 
     config = load_config(args.config)
-    identities = load_identities(args.identity)
+    identities, _ = load_identities(args)
     rows = [r for r in select_clips(args, config) if r.state in ("complete", "partial")]
     out_dir = Path(args.output)
     try:
@@ -76,12 +100,16 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("camrec: no clips match", file=sys.stderr)
         return 0
     root = Path(config.storage.path)
+    todo = [r for r in rows if args.force or not (out_dir / _export_name(r.path)).exists()]
+    if todo:
+        # Before any plaintext exists: no audit entry, no export (docs/tamper-evidence.md).
+        audit.record("export", files=[r.path for r in todo], recipients=audit.recipients_of(identities),
+                     storage_root=root)
     first_error: CamrecError | None = None
     exported = 0
     bar = tqdm(rows, unit="clip", disable=not sys.stderr.isatty(), file=sys.stderr)
     for row in bar:
-        name = row.path.rsplit("/", 1)[-1][: -len(layout.VIDEO_SUFFIX)] + ".mp4"
-        dest = out_dir / name
+        dest = out_dir / _export_name(row.path)
         if dest.exists() and not args.force:
             tqdm.write(f"{dest}: exists, skipped (use --force to replace)", file=sys.stderr)
             continue
@@ -102,32 +130,106 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_decrypt(args: argparse.Namespace) -> int:
-    from camrec.crypto.stream import decrypt_stream
+def _export_name(video_rel: str) -> str:
+    from camrec.store import layout
 
-    identities = load_identities(args.identity)
-    src = Path(args.file)
-    try:
-        f = open(src, "rb")  # noqa: SIM115 - closed in finally, also on errors below
-    except OSError as exc:
-        raise UsageError(f"cannot open {src}: {exc.strerror}") from None
+    return video_rel.rsplit("/", 1)[-1][: -len(layout.VIDEO_SUFFIX)] + ".mp4"
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    from camrec.crypto.passphrase import LazyScryptIdentity
+
+    identities, passphrases = load_identities(args)
+    # Before any plaintext exists: the owner's decryptions leave a trace (a camrec store's own log
+    # when the file lies in one, else the per-user log).
+    audit.record("decrypt", files=[] if args.file == "-" else [args.file],
+                 recipients=audit.recipients_of(identities))
+    # Asks for a passphrase only if the file turns out to have an scrypt stanza (as `age -d`).
+    lazy = LazyScryptIdentity(passphrases)
+    identities.append(lazy)
+    name = "standard input" if args.file == "-" else args.file
+    if args.file == "-":
+        if sys.stdin.isatty():
+            raise UsageError("refusing to read an age file from the terminal", hint="give a FILE, or pipe one in")
+        src: Any = sys.stdin.buffer
+    else:
+        try:
+            src = open(args.file, "rb")  # noqa: SIM115 - closed in finally, also on errors below
+        except OSError as exc:
+            raise UsageError(f"cannot open {args.file}: {exc.strerror}") from None
     try:
         if args.output in (None, "-"):
             if sys.stdout.isatty():
                 raise UsageError("refusing to write video to a terminal", hint="use -o FILE or a pipe")
-            decrypt_stream(f, identities, sys.stdout.buffer)
+            _decrypt_to(src, identities, sys.stdout.buffer, name, None, args, lazy)
             return 0
         dest = Path(args.output)
+        if dest.is_dir():
+            raise UsageError(f"{dest} is a directory", hint="-o takes the output file's name")
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
         try:
-            with open(tmp, "wb") as out:
-                decrypt_stream(f, identities, out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, dest)
+            with open(tmp, "xb") as out:
+                try:
+                    _decrypt_to(src, identities, out, name, dest, args, lazy)
+                except TruncatedError:
+                    if not args.salvage:
+                        raise
+                    _commit(out, tmp, dest)  # the salvaged prefix is the output
+                    raise
+                _commit(out, tmp, dest)
+        except FileExistsError:
+            raise UsageError(f"temporary file {tmp} already exists", hint="remove it and try again") from None
+        except OSError as exc:
+            raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         return 0
     finally:
-        f.close()
+        if src is not sys.stdin.buffer:
+            src.close()
+
+
+def _commit(out: Any, tmp: Path, dest: Path) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+    os.replace(tmp, dest)
+
+
+def _decrypt_to(src: Any, identities: list[Any], out: Any, name: str, dest: Path | None,
+                args: argparse.Namespace, lazy: Any) -> None:
+    """decrypt_stream with the CLI's messages for a missing identity and for a cut file."""
+    from camrec.crypto.stream import decrypt_stream
+
+    try:
+        decrypt_stream(src, identities, out)
+    except IdentityError:
+        if not args.identity and not lazy.asked:
+            raise IdentityError(f"{name} is encrypted to public keys, and no identity was given",
+                                hint="pass the owner's identity file with -i FILE") from None
+        raise
+    except TruncatedError as exc:
+        raise _truncated_message(exc, name, dest, args.salvage) from None
+
+
+def _truncated_message(exc: TruncatedError, name: str, dest: Path | None, salvage: bool) -> TruncatedError:
+    """Says the file is truncated, where (plaintext and ciphertext offsets), and what was written."""
+    n = exc.authenticated_bytes
+    offset = getattr(exc, "ciphertext_offset", None)
+    where = f"byte {offset} of the file" if offset is not None else "the cut"
+    if getattr(exc, "inside_chunk", False):
+        where += ", then a partial or damaged chunk"
+    head = f"{name} is truncated: no final chunk after {n} authenticated bytes ({where})"
+    export_hint = "`camrec export` turns a cut clip into a playable MP4 (up to its last complete fragment)"
+    if dest is None:
+        message = f"{head}; they were written to standard output"
+        hint = "the output is the clip's authenticated prefix, nothing after the cut; " + export_hint
+    elif salvage:
+        message = f"{head}; salvaged them to {dest}"
+        hint = export_hint
+    else:
+        message = f"{head}; nothing was written to {dest}"
+        hint = f"`camrec decrypt --salvage` keeps the {n} authenticated bytes; " + export_hint
+    error = TruncatedError(message, hint, n)
+    error.ciphertext_offset = offset  # type: ignore[attr-defined]
+    return error

@@ -33,13 +33,19 @@ def load_config(path: str) -> Any:
     return load_config(path)
 
 
-def load_identities(paths: list[str]) -> list[Any]:
-    from camrec.crypto.keys import load_identities
+def add_passphrase_file(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--passphrase-file", metavar="FILE",
+                   help="read the passphrase (for a passphrase-protected identity file or a passphrase-encrypted "
+                        "file) from the first line of FILE instead of asking on the terminal")
 
-    identities: list[Any] = []
-    for p in paths:
-        identities.extend(load_identities(p))
-    return identities
+
+def load_identities(args: argparse.Namespace) -> tuple[list[Any], Any]:
+    """The identities of every -i file, and the passphrase source used for them."""
+    from camrec.crypto.keys import load_identity_files
+    from camrec.crypto.passphrase import PassphraseSource
+
+    passphrases = PassphraseSource(args.passphrase_file)
+    return load_identity_files(args.identity or [], passphrases), passphrases
 
 
 def add_selection(s: argparse.ArgumentParser) -> None:

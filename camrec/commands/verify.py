@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from camrec.commands.common import load_config, load_identities
+from camrec.commands.common import add_passphrase_file, load_config, load_identities
 from camrec.errors import IntegrityError, StorageError
 
 ORDER = 40
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device-key", metavar="FILE",
                    help="trust this device public key instead of <storage>/device-signing.pub")
     s.add_argument("--quick", action="store_true", help="check presence and sizes only, without hashing")
+    add_passphrase_file(s)
     s.set_defaults(func=cmd_verify)
 
     a = sub.add_parser("audit", help="show the audit log of decryptions and exports")
@@ -46,7 +47,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     root = Path(config.storage.path)
     heads = parse_heads(args.expect_head)
-    identities = load_identities(args.identity) if args.identity else None
+    identities = load_identities(args)[0] if args.identity else None
 
     def audit_entry(files: list[str]) -> None:
         # verify -i releases no plaintext, but it is a use of the identity on these files.

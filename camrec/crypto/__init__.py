@@ -6,8 +6,10 @@ Modules:
   keys.py    X25519 keys, recipient/identity parsing, identity files
   hybrid.py  post-quantum ML-KEM-768 + X25519 keys (age1pq1..., age 1.3+)
   scrypt.py  passphrase stanzas
+  passphrase.py  where passphrases come from (terminal / --passphrase-file), lazy passphrase identity
   armor.py   ASCII armor (-----BEGIN AGE ENCRYPTED FILE-----)
   bech32.py  key encoding
+  source.py  the buffered byte source the parsers read from
 
 All cryptography comes from the `cryptography` package (X25519, HKDF-SHA256, HMAC-SHA256,
 ChaCha20-Poly1305, scrypt, HPKE with ML-KEM-768/X25519); this package only composes it.
@@ -26,13 +28,22 @@ from camrec.crypto.keys import (
     contains_secret_key,
     identity_file_text,
     load_identities,
+    load_identity_files,
     parse_identities,
     parse_identity,
     parse_recipient,
     parse_recipients,
     scrypt_identity,
 )
-from camrec.crypto.stream import AgeReader, AgeWriter, decrypt_bytes, decrypt_stream, encrypt_bytes
+from camrec.crypto.passphrase import LazyScryptIdentity, PassphraseSource
+from camrec.crypto.stream import (
+    AgeReader,
+    AgeWriter,
+    PayloadTruncatedError,
+    decrypt_bytes,
+    decrypt_stream,
+    encrypt_bytes,
+)
 
 __all__ = [
     "AgeIdentity",
@@ -43,6 +54,9 @@ __all__ = [
     "HybridIdentity",
     "HybridRecipient",
     "Identity",
+    "LazyScryptIdentity",
+    "PassphraseSource",
+    "PayloadTruncatedError",
     "Recipient",
     "ScryptIdentity",
     "ScryptRecipient",
@@ -55,6 +69,7 @@ __all__ = [
     "encrypt_bytes",
     "identity_file_text",
     "load_identities",
+    "load_identity_files",
     "parse_identities",
     "parse_identity",
     "parse_recipient",

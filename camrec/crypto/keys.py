@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from datetime import datetime
 
 from cryptography.hazmat.primitives.asymmetric import x25519
@@ -18,8 +19,9 @@ from camrec.crypto.age import Identity, Recipient, Stanza, b64decode, b64encode,
 from camrec.crypto.age import open_file_key as _open_file_key
 from camrec.crypto.age import seal_file_key as _seal_file_key
 from camrec.crypto.hybrid import HybridIdentity, HybridRecipient
+from camrec.crypto.passphrase import LazyScryptIdentity, PassphraseFn
 from camrec.crypto.scrypt import ScryptIdentity, ScryptRecipient, scrypt_identity
-from camrec.errors import FormatError, IdentityError
+from camrec.errors import FormatError, IdentityError, IntegrityError, TruncatedError
 
 __all__ = [
     "AgeIdentity",
@@ -34,7 +36,9 @@ __all__ = [
     "X25519Recipient",
     "contains_secret_key",
     "identity_file_text",
+    "is_encrypted_file",
     "load_identities",
+    "load_identity_files",
     "parse_identities",
     "parse_identity",
     "parse_recipient",
@@ -234,7 +238,7 @@ def parse_identities(text: str, source: str = "identity file") -> list[AgeIdenti
     if text.startswith(("age-encryption.org/", "-----BEGIN AGE ENCRYPTED FILE-----")):
         raise IdentityError(
             f"{source} is itself age-encrypted (a passphrase-protected key)",
-            hint="decrypt it first, e.g. `age -d -o key.txt key.txt.age`",
+            hint="give camrec the file itself (-i FILE): it asks for the passphrase",
         )
     out: list[AgeIdentity] = []
     for n, line in enumerate(text.splitlines(), 1):
@@ -250,9 +254,7 @@ def parse_identities(text: str, source: str = "identity file") -> list[AgeIdenti
     return out
 
 
-def load_identities(path: str | os.PathLike[str]) -> list[AgeIdentity]:
-    """Read and parse an identity file, with a clear IdentityError for every failure."""
-    name = os.fspath(path)
+def _read_identity_file(name: str) -> bytes:
     try:
         with open(name, "rb") as f:
             data = f.read(_IDENTITY_FILE_LIMIT + 1)
@@ -269,11 +271,66 @@ def load_identities(path: str | os.PathLike[str]) -> list[AgeIdentity]:
         raise IdentityError(f"cannot read identity file: {name}: {e.strerror or e}") from None
     if len(data) > _IDENTITY_FILE_LIMIT:
         raise IdentityError(f"identity file is too large: {name}")
+    return data
+
+
+def is_encrypted_file(data: bytes) -> bool:
+    """True if data is an age file (binary or armored) rather than identity file text."""
+    from camrec.crypto.armor import looks_armored
+
+    return data.startswith(b"age-encryption.org/") or looks_armored(data[:1100])
+
+
+def _decrypt_identity_file(data: bytes, name: str, passphrase: PassphraseFn | None) -> bytes:
+    """The plaintext of a passphrase-protected identity file (`age -p` over an identity file)."""
+    from camrec.crypto.stream import decrypt_bytes
+
+    if passphrase is None:
+        raise IdentityError(
+            f"identity file {name} is protected by a passphrase, and there is no way to ask for it",
+            hint="run on a terminal, or pass --passphrase-file FILE",
+        )
+    lazy = LazyScryptIdentity(passphrase, f"Enter passphrase for identity file {name}: ")
+    try:
+        return decrypt_bytes(data, [lazy])
+    except IdentityError as e:
+        if not lazy.asked:
+            raise IdentityError(
+                f"identity file {name} is age-encrypted, but not with a passphrase",
+                hint="camrec reads passphrase-protected identity files (age -p); decrypt this one with age first",
+            ) from None
+        raise IdentityError(f"identity file {name}: {e.message}", hint=e.hint) from None
+    except (FormatError, IntegrityError, TruncatedError) as e:
+        raise IdentityError(f"encrypted identity file {name} is damaged: {e.message}") from None
+
+
+def load_identities(path: str | os.PathLike[str], passphrase: PassphraseFn | None = None) -> list[AgeIdentity]:
+    """Read and parse an identity file, with a clear IdentityError for every failure.
+
+    A passphrase-protected identity file (an age file with one scrypt stanza whose plaintext
+    is an identity file, as `age-keygen | age -p` or `camrec keygen --passphrase` make it) is
+    decrypted with a passphrase from `passphrase(prompt)`; without that callable it is an
+    IdentityError saying how to provide one.
+    """
+    name = os.fspath(path)
+    data = _read_identity_file(name)
+    if is_encrypted_file(data):
+        data = _decrypt_identity_file(data, name, passphrase)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise IdentityError(f"identity file is not valid UTF-8 text: {name}") from None
     return parse_identities(text, source=f"identity file {name}")
+
+
+def load_identity_files(
+    paths: Sequence[str | os.PathLike[str]], passphrase: PassphraseFn | None = None
+) -> list[AgeIdentity]:
+    """All identities of several identity files (`-i A -i B`), in order."""
+    out: list[AgeIdentity] = []
+    for path in paths:
+        out.extend(load_identities(path, passphrase))
+    return out
 
 
 _SECRET_KEY_RE = re.compile(

@@ -76,35 +76,50 @@ class ScryptIdentity:
         return "ScryptIdentity(<passphrase>)"
 
     def unwrap(self, stanzas: list[Stanza]) -> bytes | None:
-        if any(s.type == STANZA_TYPE for s in stanzas) and len(stanzas) != 1:
-            raise FormatError("invalid header: an scrypt stanza must be the only stanza")
-        for s in stanzas:
-            if s.type != STANZA_TYPE:
-                continue
-            if len(s.args) != 2:
-                raise FormatError("invalid scrypt stanza: wrong number of arguments")
-            try:
-                salt = b64decode(s.args[0])
-            except ValueError:
-                raise FormatError("invalid scrypt stanza: bad salt encoding") from None
-            if len(salt) != SALT_SIZE:
-                raise FormatError("invalid scrypt stanza: salt has the wrong size")
-            # Only plain decimal without leading zeros: "010", "+10", "0x10" are refused so
-            # that one header has exactly one encoding.
-            if not _DECIMAL.fullmatch(s.args[1]):
-                raise FormatError("invalid scrypt stanza: bad work factor encoding")
-            log_n = int(s.args[1])
-            if log_n > self.max_work_factor:
-                raise FormatError(
-                    f"scrypt work factor too large: 2^{min(log_n, 999)}",
-                    hint=f"this identity accepts at most 2^{self.max_work_factor}",
-                )
-            if len(s.body) != 32:  # checked before the expensive derivation
-                raise FormatError("invalid scrypt stanza: wrapped file key has the wrong size")
-            key = _derive(self._passphrase, salt, log_n)
-            # A wrong passphrase is "no match", so several passphrases can be tried.
-            return open_file_key(key, s.body, STANZA_TYPE)
+        parsed = check_stanzas(stanzas, self.max_work_factor)
+        if parsed is None:
+            return None
+        salt, log_n, body = parsed
+        key = _derive(self._passphrase, salt, log_n)
+        # A wrong passphrase is "no match", so several passphrases can be tried.
+        return open_file_key(key, body, STANZA_TYPE)
+
+
+def check_stanzas(stanzas: list[Stanza], max_work_factor: int = MAX_WORK_FACTOR) -> tuple[bytes, int, bytes] | None:
+    """(salt, log2 work factor, body) of the scrypt stanza, None if there is none.
+
+    Raises FormatError for a malformed stanza, one that is not alone, or a work factor above
+    the cap: all checked before anyone is asked for a passphrase or any key is derived.
+    """
+    if not any(s.type == STANZA_TYPE for s in stanzas):
         return None
+    if len(stanzas) != 1:
+        raise FormatError("invalid header: an scrypt stanza must be the only stanza")
+    s = stanzas[0]
+    if len(s.args) != 2:
+        raise FormatError("invalid scrypt stanza: wrong number of arguments")
+    try:
+        salt = b64decode(s.args[0])
+    except ValueError:
+        raise FormatError("invalid scrypt stanza: bad salt encoding") from None
+    if len(salt) != SALT_SIZE:
+        raise FormatError("invalid scrypt stanza: salt has the wrong size")
+    # Only plain decimal without leading zeros: "010", "+10", "0x10" are refused so
+    # that one header has exactly one encoding.
+    if not _DECIMAL.fullmatch(s.args[1]):
+        raise FormatError("invalid scrypt stanza: bad work factor encoding")
+    # The length check comes first: int() of a hostile multi-kilobyte digit string
+    # would raise ValueError (Python's int digit limit), not a clean FormatError.
+    log_n = int(s.args[1]) if len(s.args[1]) <= 3 else 1000
+    if log_n > max_work_factor:
+        shown = s.args[1] if log_n < 1000 else f"{s.args[1][:3]}(...{len(s.args[1])} digits)"
+        raise FormatError(
+            f"scrypt work factor too large: 2^{shown}",
+            hint=f"this identity accepts at most 2^{max_work_factor} (age refuses more too)",
+        )
+    if len(s.body) != 32:  # checked before the expensive derivation
+        raise FormatError("invalid scrypt stanza: wrapped file key has the wrong size")
+    return salt, log_n, s.body
 
 
 def scrypt_identity(passphrase: str | bytes) -> ScryptIdentity:

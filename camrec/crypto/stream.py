@@ -25,7 +25,13 @@ indistinguishable from a damaged short final chunk, so both are reported as trun
 not get by cutting the file, and the error still fails decryption. TruncatedError always
 carries `authenticated_bytes`, the exact amount of plaintext released before it.
 
-Both sides hand each chunk straight to OpenSSL through one ChaCha20Poly1305 object per file.
+Speed (see `camrec bench crypto`): both sides hand each chunk straight to OpenSSL through one
+ChaCha20Poly1305 object per file, sealing/opening with encrypt_into/decrypt_into into one
+reused batch buffer of up to 16 chunks, which then goes out in a single write(). Per 64 KiB
+chunk that leaves one OpenSSL call and no Python-level allocation or copy; per ~1 MiB, one
+read and one write system call. decrypt_into writes plaintext into the buffer *before* the tag
+is checked, so a chunk's bytes count as released only once its call returned; a failed
+chunk's region is wiped and never handed to the caller.
 """
 
 from __future__ import annotations
@@ -57,8 +63,10 @@ CHUNK_SIZE = 64 * 1024
 TAG_SIZE = 16
 ENC_CHUNK_SIZE = CHUNK_SIZE + TAG_SIZE
 NONCE_SIZE = 16
-# How many encrypted chunks the reader pulls from the source per read call (~1 MiB).
-_READ_BATCH = 16
+# Chunks per batch: the reader pulls this many encrypted chunks per read call and the writer
+# seals up to this many into one write() (~1 MiB: large enough to amortise the system calls,
+# small enough to stay in the CPU cache next to the input).
+_BATCH = 16
 _LAST = b"\x01"
 _NOT_LAST = b"\x00"
 
@@ -67,6 +75,24 @@ TRUNCATED_HINT = (
     "everything before the cut was authenticated and released"
 )
 TAMPERED_HINT = "the file was altered or damaged; nothing after the last authentic chunk was released"
+
+
+class PayloadTruncatedError(TruncatedError):
+    """TruncatedError with where the cut is: the file ends without its final chunk.
+
+    `authenticated_bytes` (plaintext released) and `ciphertext_offset` (where in the age file,
+    after any armor is removed, the authenticated part ends: header + nonce + whole chunks)
+    let a salvage report the cut precisely; `chunks` counts the authenticated chunks.
+    """
+
+    def __init__(self, message: str, hint: str | None, authenticated_bytes: int, ciphertext_offset: int,
+                 chunks: int, inside_chunk: bool) -> None:
+        super().__init__(message, hint, authenticated_bytes)
+        self.ciphertext_offset = ciphertext_offset
+        self.chunks = chunks
+        # True when a piece of a chunk follows the authenticated part: a write cut short, or
+        # a damaged short final chunk (the two can't be told apart, see the module doc).
+        self.inside_chunk = inside_chunk
 
 
 def payload_key(file_key: bytes, nonce: bytes) -> bytes:
@@ -97,11 +123,12 @@ def encrypted_size(plaintext_size: int, header_size: int = 0) -> int:
 class AgeWriter:
     """Writes one age file incrementally to a binary file object.
 
-    `out` needs write() and flush(). The header and payload nonce are written (and flushed)
-    by the constructor. Each full 64 KiB chunk is sealed and written as soon as at least
-    one more byte follows it, so at most one chunk of plaintext is ever held in memory.
-    close() seals the held-back data as the final chunk and flushes; it does not close
-    `out` (the caller owns it, e.g. to fsync and rename).
+    `out` needs write() and flush(); like every io object, it must not keep a reference to the
+    buffer it is given once write() returns (the writer reuses that buffer). The header and
+    payload nonce are written (and flushed) by the constructor. Each full 64 KiB chunk is
+    sealed and written as soon as at least one more byte follows it, so at most one chunk of
+    plaintext is ever held in memory. close() seals the held-back data as the final chunk and
+    flushes; it does not close `out` (the caller owns it, e.g. to fsync and rename).
 
     As a context manager, a clean exit closes the writer; an exception leaves the file
     without a final chunk, so readers see it as truncated rather than complete.
@@ -118,6 +145,8 @@ class AgeWriter:
         self._plaintext = 0
         self._closed = False
         self._failed = False
+        # Allocated on the first sealed chunk: small files (thumbnails) never need one.
+        self._batch: memoryview | None = None
         self.header_size = len(header)
         _write_all(out, header + nonce)
         out.flush()
@@ -137,20 +166,33 @@ class AgeWriter:
     def closed(self) -> bool:
         return self._closed
 
-    def _seal(self, chunk: memoryview | bytearray, last: bool) -> None:
-        # encrypt() returns a fresh bytes object, so `out` may keep a reference to what it
-        # was given (some writers queue buffers) without us overwriting it later.
-        nonce = self._counter.to_bytes(11, "big") + (_LAST if last else _NOT_LAST)
-        ct = self._aead.encrypt(nonce, chunk, None)
+    def _emit(self, data: memoryview | bytes) -> None:
         try:
-            _write_all(self._out, ct)
+            _write_all(self._out, data)
         except BaseException:
-            # A failed write leaves an unknown amount of this chunk in `out`; continuing
+            # A failed write leaves an unknown amount of ciphertext in `out`; continuing
             # would produce garbage, so the writer refuses further use.
             self._failed = True
             raise
-        self._counter += 1
-        self._written += len(ct)
+        self._written += len(data)
+
+    def _seal_full(self, mv: memoryview) -> None:
+        """Seal mv (a whole number of full, non-final chunks) in batches, one write per batch."""
+        # Sized by use: the recorder seals one chunk at a time and keeps a one-chunk buffer per
+        # open clip; large writes (exports, benchmarks) grow it to a full batch once.
+        want = min(len(mv) // CHUNK_SIZE, _BATCH) * ENC_CHUNK_SIZE
+        if self._batch is None or len(self._batch) < want:
+            self._batch = memoryview(bytearray(want))
+        batch, aead = self._batch, self._aead
+        for start in range(0, len(mv), _BATCH * CHUNK_SIZE):
+            part = mv[start : start + _BATCH * CHUNK_SIZE]
+            n = len(part) // CHUNK_SIZE
+            for i in range(n):
+                nonce = (self._counter + i).to_bytes(11, "big") + _NOT_LAST
+                aead.encrypt_into(nonce, part[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE], None,
+                                  batch[i * ENC_CHUNK_SIZE : (i + 1) * ENC_CHUNK_SIZE])
+            self._emit(batch[: n * ENC_CHUNK_SIZE])
+            self._counter += n
 
     def _check_usable(self) -> None:
         if self._closed:
@@ -174,13 +216,13 @@ class AgeWriter:
                 return n
             pending += mv[:need]
             mv = mv[need:]
-            self._seal(pending, last=False)
+            self._seal_full(memoryview(pending))
             pending.clear()
         # Seal every full chunk that is followed by at least one more byte; keep the rest
         # (1 .. CHUNK_SIZE bytes), which might turn out to be the final chunk.
         full = (len(mv) - 1) // CHUNK_SIZE
-        for i in range(full):
-            self._seal(mv[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE], last=False)
+        if full:
+            self._seal_full(mv[: full * CHUNK_SIZE])
         pending += mv[full * CHUNK_SIZE :]
         return n
 
@@ -194,8 +236,11 @@ class AgeWriter:
             return
         if self._failed:
             raise ValueError("AgeWriter is unusable after a failed write")
-        self._seal(self._pending, last=True)
+        nonce = self._counter.to_bytes(11, "big") + _LAST
+        self._emit(self._aead.encrypt(nonce, self._pending, None))
+        self._counter += 1
         self._pending = bytearray()
+        self._batch = None
         self._closed = True
         self._out.flush()
 
@@ -247,22 +292,28 @@ def _open(
     return header, bs, payload_key(file_key, nonce)
 
 
-def _truncated(released: int, inside_chunk: bool) -> TruncatedError:
+def _truncated(released: int, chunks: int, payload_start: int, inside_chunk: bool) -> PayloadTruncatedError:
     what = "file is truncated or its last chunk is damaged" if inside_chunk else "file is truncated"
-    return TruncatedError(f"{what} (after {released} authenticated bytes)", TRUNCATED_HINT, released)
+    offset = payload_start + chunks * ENC_CHUNK_SIZE
+    return PayloadTruncatedError(
+        f"{what} (after {released} authenticated bytes, at byte {offset} of the file)",
+        TRUNCATED_HINT, released, offset, chunks, inside_chunk,
+    )
 
 
-def _iter_plaintext(src: ByteSource, key: bytes) -> Iterator[bytes]:
-    """Yield authenticated plaintext chunks in order; raise (see module doc) at a bad end.
+def _iter_plaintext(src: ByteSource, key: bytes, payload_start: int) -> Iterator[memoryview]:
+    """Yield authenticated plaintext in order; raise (see module doc) at a bad end.
 
-    A chunk is yielded only after its tag verified, and before anything later is looked at,
-    so whatever the consumer has received when an error is raised is exactly the
-    authenticated prefix.
+    Each item is one or more whole chunks, as a view into a buffer that is reused: it is valid
+    only until the next item is requested. Plaintext is yielded only after its tag verified,
+    and before anything later is looked at, so whatever the consumer has received when an
+    error is raised is exactly the authenticated prefix. `payload_start` (header + nonce
+    size) only serves to report where a cut is.
     """
     aead = ChaCha20Poly1305(key)
-    cap = _READ_BATCH * ENC_CHUNK_SIZE + 1  # +1: a chunk is non-final iff a byte follows it
-    buf = bytearray(cap)
-    view = memoryview(buf)
+    cap = _BATCH * ENC_CHUNK_SIZE + 1  # +1: a chunk is non-final iff a byte follows it
+    view = memoryview(bytearray(cap))
+    plain = memoryview(bytearray(_BATCH * CHUNK_SIZE))
     filled = 0
     eof = False
     counter = 0
@@ -275,26 +326,38 @@ def _iter_plaintext(src: ByteSource, key: bytes) -> Iterator[bytes]:
             else:
                 eof = True
         pos = 0
+        done = 0  # plaintext bytes of this batch that authenticated
+        error: IntegrityError | None = None
         # Every full chunk followed by at least one more byte is a non-final chunk.
         while filled - pos > ENC_CHUNK_SIZE:
             ct = view[pos : pos + ENC_CHUNK_SIZE]
+            out = plain[done : done + CHUNK_SIZE]
+            prefix = counter.to_bytes(11, "big")
             try:
-                pt = aead.decrypt(counter.to_bytes(11, "big") + _NOT_LAST, ct, None)
+                aead.decrypt_into(prefix + _NOT_LAST, ct, None, out)
             except InvalidTag:
                 try:
                     # A full final chunk followed by more data: release it, then refuse
                     # the trailing data (age's behaviour, which the testkit pins down).
-                    pt = aead.decrypt(counter.to_bytes(11, "big") + _LAST, ct, None)
+                    aead.decrypt_into(prefix + _LAST, ct, None, out)
                 except InvalidTag:
-                    raise IntegrityError(f"payload chunk {counter} failed authentication", TAMPERED_HINT) from None
-                yield pt
-                raise IntegrityError("trailing data after the final chunk", TAMPERED_HINT) from None
-            yield pt
-            released += len(pt)
+                    out[:] = bytes(CHUNK_SIZE)  # decrypt_into wrote unauthenticated bytes here
+                    error = IntegrityError(f"payload chunk {counter} failed authentication", TAMPERED_HINT)
+                else:
+                    done += CHUNK_SIZE
+                    error = IntegrityError("trailing data after the final chunk", TAMPERED_HINT)
+                break
+            done += CHUNK_SIZE
             counter += 1
             pos += ENC_CHUNK_SIZE
+        if done:
+            yield plain[:done]
+            released += done
+        if error is not None:
+            raise error
         if not eof:
-            # Keep the unprocessed tail (<= one chunk) and read more behind it.
+            # Keep the unprocessed tail (<= one chunk; one byte when the batch was full) and
+            # read more behind it.
             tail = bytes(view[pos:filled])
             view[: len(tail)] = tail
             filled = len(tail)
@@ -302,7 +365,7 @@ def _iter_plaintext(src: ByteSource, key: bytes) -> Iterator[bytes]:
         # At EOF: what is left (0 .. ENC_CHUNK_SIZE bytes) must be the final chunk.
         rest = view[pos:filled]
         if not rest:
-            raise _truncated(released, inside_chunk=False)
+            raise _truncated(released, counter, payload_start, inside_chunk=False)
         prefix = counter.to_bytes(11, "big")
         if len(rest) == ENC_CHUNK_SIZE:
             try:
@@ -312,24 +375,24 @@ def _iter_plaintext(src: ByteSource, key: bytes) -> Iterator[bytes]:
             else:
                 # A valid non-final chunk and then nothing: the file was cut at a chunk
                 # boundary.
-                yield pt
+                yield memoryview(pt)
                 released += len(pt)
-                raise _truncated(released, inside_chunk=False)
+                raise _truncated(released, counter + 1, payload_start, inside_chunk=False)
             try:
                 pt = aead.decrypt(prefix + _LAST, rest, None)
             except InvalidTag:
                 raise IntegrityError(f"payload chunk {counter} failed authentication", TAMPERED_HINT) from None
-            yield pt
+            yield memoryview(pt)
             return
         if len(rest) < TAG_SIZE:
-            raise _truncated(released, inside_chunk=True)
+            raise _truncated(released, counter, payload_start, inside_chunk=True)
         try:
             pt = aead.decrypt(prefix + _LAST, rest, None)
         except InvalidTag:
-            raise _truncated(released, inside_chunk=True) from None
+            raise _truncated(released, counter, payload_start, inside_chunk=True) from None
         if not pt and counter:
             raise IntegrityError("the final chunk is empty", TAMPERED_HINT)
-        yield pt
+        yield memoryview(pt)
         return
 
 
@@ -341,14 +404,18 @@ class AgeReader(io.RawIOBase):
     only once its chunk authenticated; at a bad end of payload, read() first returns all
     authenticated bytes and then raises TruncatedError / IntegrityError, and keeps raising
     it on later calls (it never turns into a clean EOF). Armor is detected automatically
-    unless `armor` is given. Use `chunks()` to iterate without copying.
+    unless `armor` is given. Use `chunks()` to iterate chunk by chunk.
     """
 
     def __init__(self, src: Readable, identities: Sequence[Identity], *, armor: bool | None = None) -> None:
         super().__init__()
         self.header, payload, key = _open(src, identities, armor)
-        self._chunks = _iter_plaintext(payload, key)
+        self._batches = _iter_plaintext(payload, key, len(self.header.encode()) + NONCE_SIZE)
+        # Views into the generator's reused buffer: the current chunk and the rest of its
+        # batch, both consumed completely before the next batch is requested (which is
+        # what keeps them valid).
         self._current = memoryview(b"")
+        self._batch = memoryview(b"")
         self._error: BaseException | None = None
         self._done = False
         self.plaintext_bytes = 0
@@ -356,37 +423,43 @@ class AgeReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def _next(self) -> bytes | None:
+    def _next(self) -> memoryview | None:
+        """The next authenticated chunk (a view), or None at a clean end."""
+        if self._batch:
+            chunk, self._batch = self._batch[:CHUNK_SIZE], self._batch[CHUNK_SIZE:]
+            return chunk
         if self._error is not None:
             raise self._error
         if self._done:
             return None
         try:
-            chunk = next(self._chunks)
+            batch = next(self._batches)
         except StopIteration:
             self._done = True
             return None
         except BaseException as e:
             self._error = e
             raise
-        self.plaintext_bytes += len(chunk)
+        self.plaintext_bytes += len(batch)
+        chunk, self._batch = batch[:CHUNK_SIZE], batch[CHUNK_SIZE:]
         return chunk
 
     def chunks(self) -> Iterator[bytes]:
-        """Iterate the remaining plaintext chunk by chunk (up to 64 KiB each)."""
+        """Iterate the remaining plaintext chunk by chunk (up to 64 KiB each, as new bytes)."""
         if self._current:
             rest, self._current = bytes(self._current), memoryview(b"")
             yield rest
         while (chunk := self._next()) is not None:
-            yield chunk
+            yield bytes(chunk)
 
     def readinto(self, b: memoryview | bytearray) -> int:  # type: ignore[override]
+        # Like a raw stream, a read returns at most the rest of the current chunk.
         mv = memoryview(b).cast("B")
         if not self._current:
             chunk = self._next()
             if chunk is None:
                 return 0
-            self._current = memoryview(chunk)
+            self._current = chunk
         n = min(len(mv), len(self._current))
         mv[:n] = self._current[:n]
         self._current = self._current[n:]
@@ -404,21 +477,24 @@ def decrypt_stream(
     """Decrypt src into dst; returns the number of plaintext bytes written.
 
     Raises IdentityError (no identity matches), FormatError (not an age file / malformed
-    header; ArmorError for bad armor), HeaderMACError (an IntegrityError: header altered),
-    IntegrityError (a chunk failed authentication: nothing from it was written) and
-    TruncatedError (no final chunk: every authenticated chunk was written first; its
-    `authenticated_bytes` equals what was written).
+    header, or cut inside the header or nonce; ArmorError for bad armor), HeaderMACError (an
+    IntegrityError: header altered), IntegrityError (a chunk failed authentication: nothing
+    from it was written) and PayloadTruncatedError, a TruncatedError (no final chunk: every
+    authenticated chunk was written first; its `authenticated_bytes` equals what was written
+    and its `ciphertext_offset` says where in the file the authenticated part ends).
 
     `salvage` does not change what is written or raised: a truncated clip always yields its
     authenticated prefix followed by TruncatedError, so the caller decides whether that is
     an expected outcome (salvage) or a failure. It only adjusts the hint.
+
+    `dst` gets up to ~1 MiB per write() and must not keep a reference to the buffer.
     """
-    _, payload, key = _open(src, identities, armor)
+    header, payload, key = _open(src, identities, armor)
     written = 0
     try:
-        for chunk in _iter_plaintext(payload, key):
-            _write_all(dst, chunk)
-            written += len(chunk)
+        for batch in _iter_plaintext(payload, key, len(header.encode()) + NONCE_SIZE):
+            _write_all(dst, batch)
+            written += len(batch)
     except TruncatedError as e:
         if salvage:
             e.hint = f"salvaged the {written} authenticated bytes before the cut"
