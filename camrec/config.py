@@ -229,7 +229,9 @@ class _Frozen(BaseModel):
 
 
 class MotionSettings(_Frozen):
-    """Motion detection tuning. All thresholds are on the downscaled detection frames."""
+    """Motion detection settings (camrec.motion.MotionParams), documented with their trade-offs
+    in config/camrec.example.yaml. All thresholds are on the downscaled detection frames; the
+    detector's internal constants are camrec.motion_tuning.MotionTuning, not configuration."""
 
     threshold: Annotated[int, BeforeValidator(_number(int, 1, 255))] = 25
     min_area: Annotated[float, BeforeValidator(_number(float, 0, 1, open_=True))] = 0.002

@@ -33,6 +33,7 @@ class MotionEvent:
 
     result: MotionResult
     thumbnail: np.ndarray | None  # BGR, at most THUMB_WIDTH wide
+    gray: np.ndarray | None = None  # the detector's input frame, only when asked for (benchmarks)
 
 
 class _Gap:
@@ -66,6 +67,18 @@ class LossyPacketQueue:
         return self._q.get(timeout=timeout)
 
 
+def padded_packet(data: bytes) -> av.Packet:
+    """A packet for the decoder, with the zeroed padding FFmpeg's bitstream readers rely on.
+
+    ``av.Packet(data)`` (PyAV 18) leaves the padding after the data uninitialised; decoders read
+    a few bytes past the end (MPEG-4 part 2 visibly so), and the same file then decodes to
+    slightly different pictures from run to run. ``av.Packet(size)`` allocates zeroed padding.
+    """
+    packet = av.Packet(len(data))
+    memoryview(packet)[:] = data
+    return packet
+
+
 def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
     """Even dimensions with the frame's aspect ratio, never upscaled."""
     w = min(target_width, width)
@@ -74,8 +87,24 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
 
 
 class DetectionWorker(threading.Thread):
+    """Packets in, `MotionEvent`s out: the one detection path of camrec.
+
+    The daemon starts it as a thread fed through `packets`. `camrec detect` and `camrec bench
+    motion` drive the very same object synchronously with `feed()`/`flush()` (video files, RTSP)
+    or `analyse()` (decoded images), so what an owner tunes on a recorded clip is what the daemon
+    runs. Two switches exist for that offline use, and both default to the daemon's behaviour:
+
+    - ``every_frame``: analyse every decoded frame instead of about ``detect_fps`` of them
+      (labelled footage is scored frame by frame; the detector's time constants are in seconds,
+      so it behaves the same at either rate).
+    - ``frame_clock``: time the n-th decoded frame at n / fps instead of by packet arrival (a file
+      is read much faster than real time, so arrival means nothing there; and container
+      timestamps are unreliable in old formats such as AVI, whose B-frames carry made-up pts).
+    """
+
     def __init__(self, camera: str, params: MotionParams, deliver: Callable[[MotionEvent], None],
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, *, every_frame: bool = False, frame_clock: bool = False,
+                 thumbnails: bool = True, keep_gray: bool = False) -> None:
         super().__init__(name=f"detect-{camera}", daemon=True)
         self.camera = camera
         self.params = params
@@ -89,7 +118,12 @@ class DetectionWorker(threading.Thread):
         self._stream: StreamInfo | None = None
         self._need_key = True
         self._next_t = float("-inf")
+        self._frames_decoded = 0
         self._interval = 1.0 / params.detect_fps
+        self._every_frame = every_frame
+        self._frame_clock = frame_clock
+        self._thumbnails = thumbnails
+        self._keep_gray = keep_gray
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -116,37 +150,56 @@ class DetectionWorker(threading.Thread):
             self.detector.reset()
             self._need_key = True
             self._next_t = float("-inf")
+            self._frames_decoded = 0
         if self._need_key and not item.keyframe:
             return
         self._need_key = False
+        self._decode(padded_packet(item.data), item)
+
+    def flush(self) -> None:
+        """End of input: analyse the frames the decoder still holds (a file's last frames)."""
+        if self._decoder is not None and not self._need_key:
+            self._decode(None, None)
+
+    def _decode(self, packet: Any, item: MediaPacket | None) -> None:
         try:
-            frames = self._decoder.decode(av.Packet(item.data))
+            frames = self._decoder.decode(packet)
         except av.error.FFmpegError as exc:
             self.decode_errors += 1
             log.debug("%s: decode error %s; waiting for a keyframe", self.camera, exc)
             self._need_key = True
             return
         for frame in frames:
-            if item.arrival < self._next_t:
-                continue
-            # Step the schedule, but don't try to "catch up" after a stall.
-            self._next_t = max(self._next_t + self._interval, item.arrival - self._interval / 2)
-            self._analyse(frame, item.arrival)
+            t = self._frames_decoded / self._file_fps() if self._frame_clock or item is None else item.arrival
+            self._frames_decoded += 1
+            if not self._every_frame:
+                if t < self._next_t:
+                    continue
+                # Step the schedule, but don't try to "catch up" after a stall.
+                self._next_t = max(self._next_t + self._interval, t - self._interval / 2)
+            self.analyse(frame, float(t))
+
+    def _file_fps(self) -> float:
+        fps = self._stream.fps if self._stream is not None else 0.0
+        return fps if fps > 0 else self.params.detect_fps
 
     def _make_decoder(self, stream: StreamInfo) -> Any:
         decoder = av.CodecContext.create(stream.codec, "r")
         if stream.extradata:
             decoder.extradata = stream.extradata
+        # Codecs without in-band headers (MPEG-4 part 2 variants in old AVI files) need the size.
+        decoder.width, decoder.height = stream.width, stream.height  # type: ignore[attr-defined]
         decoder.options = {"skip_loop_filter": "all", "flags2": "+fast"}
         return decoder
 
-    def _analyse(self, frame: Any, t: float) -> None:
+    def analyse(self, frame: Any, t: float) -> None:
+        """Scale a decoded frame to the detection size in grey, judge it, deliver the verdict."""
         w, h = scaled_size(frame.width, frame.height, self.params.detect_width)
         gray = frame.reformat(width=w, height=h, format="gray").to_ndarray()
         result = self.detector.process(gray, t)
         self.frames_analysed += 1
         thumb = None
-        if result.motion:
+        if result.motion and self._thumbnails:
             tw, th = scaled_size(frame.width, frame.height, THUMB_WIDTH)
             thumb = frame.reformat(width=tw, height=th, format="bgr24").to_ndarray()
-        self._deliver(MotionEvent(result, thumb))
+        self._deliver(MotionEvent(result, thumb, gray if self._keep_gray else None))
