@@ -36,6 +36,7 @@ from camrec.crypto.age import (
 from camrec.crypto.armor import BEGIN
 from camrec.crypto.source import ByteSource
 from camrec.errors import FormatError, StorageError
+from camrec.store.layout import fsync_dir
 
 TMP_SUFFIX = ".rekey.tmp"
 _COPY_SIZE = 8 << 20
@@ -72,14 +73,6 @@ def storage_lock(root: Path) -> Iterator[None]:
 def check_recipients(recipients: Sequence[Recipient]) -> None:
     """Raise IdentityError now if these recipients can't share a file (empty, PQ mixed with classic)."""
     wrap_file_key(recipients, bytes(FILE_KEY_SIZE))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_rest(src: int, dst: int, offset: int, size: int) -> None:
@@ -185,7 +178,7 @@ def _replace(path: Path, fd: int, st: os.stat_result, old_len: int, new_header: 
             raise StorageError(f"{path} was replaced while it was being re-keyed")
         os.replace(tmp, path)
         done = True
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot re-key {path}: {exc.strerror or exc}") from None
     finally:

@@ -20,6 +20,15 @@ INDEX_NAME = "index.sqlite3"
 _STEM_RE = re.compile(r"^(?P<camera>[A-Za-z0-9_-]{1,32})-(?P<ts>\d{8}T\d{6}\.\d{3}Z)(?:-(?P<n>\d+))?$")
 
 
+def fsync_dir(path: Path) -> None:
+    """Makes a directory's entries (new, renamed, removed files) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def clip_stem(camera: str, start: float) -> str:
     dt = datetime.fromtimestamp(start, UTC)
     return f"{camera}-{dt:%Y%m%dT%H%M%S}.{dt.microsecond // 1000:03d}Z"

@@ -37,6 +37,7 @@ from camrec.errors import StorageError
 from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipRow
+from camrec.store.layout import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -154,16 +155,8 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
         return False
     finally:
         tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return True
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_or_create_signing_key(root: Path) -> Ed25519PrivateKey:
@@ -244,7 +237,7 @@ class ChainWriter:
             if not existed:
                 with contextlib.suppress(OSError):  # not ours (another user's file): keep its mode
                     os.fchmod(fd, self._mode)
-                _fsync_dir(self.path.parent)
+                fsync_dir(self.path.parent)
             self._fd = fd
         return self._fd
 

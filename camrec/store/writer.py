@@ -28,6 +28,7 @@ from camrec.errors import StorageError
 from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
+from camrec.store.layout import fsync_dir
 from camrec.store.manifest import Manifest
 from camrec.store.retention import plan_retention
 
@@ -35,14 +36,6 @@ log = logging.getLogger(__name__)
 
 _FILE_MODE = 0o640
 _DIR_MODE = 0o750
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _storage_error(action: str, path: Path | str, exc: OSError) -> StorageError:
