@@ -115,10 +115,17 @@ def status_path(storage: Path) -> Path:
     runtime = os.environ.get("RUNTIME_DIRECTORY")
     if runtime:
         return Path(runtime.split(":")[0]) / "status.json"
-    service = Path("/run/camrec/status.json")  # `camrec status` from a shell, next to the service
-    if service.exists():
-        return service
     return storage / "status.json"
+
+
+def find_status(storage: Path) -> Path:
+    """The status `camrec status` should read: from a shell, the service's /run/camrec copy or a
+    daemon started by hand (in the storage dir), whichever was written last."""
+    candidates = [status_path(storage), storage / "status.json", Path("/run/camrec/status.json")]
+    existing = [p for p in candidates if p.exists()]
+    if not existing:
+        return candidates[0]
+    return max(existing, key=lambda p: p.stat().st_mtime)
 
 
 class Daemon:

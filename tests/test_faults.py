@@ -105,6 +105,9 @@ def test_clip_closed_when_camera_disappears(rtsp_camera, tmp_path):
     d.start()
     try:
         d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
+        time.sleep(0.6)  # one status turn
+        up = d.cli("status", "-c", str(d.config))
+        assert up.returncode == 0 and "front: recording" in up.stdout, up.stdout + up.stderr
         rtsp_camera.stop()  # unplugged: never comes back during this test
         rows = d.wait_for(lambda rows: rows and all(r["state"] == "complete" for r in rows), 10, "the clip closed")
         assert "stream lost" in d.log.read_text()
@@ -112,7 +115,11 @@ def test_clip_closed_when_camera_disappears(rtsp_camera, tmp_path):
         while main_stream(d)["state"] != "disconnected" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert main_stream(d)["state"] == "disconnected"
+        down = d.cli("status", "-c", str(d.config))
+        assert down.returncode == 4 and "not delivering video: front" in down.stderr, down.stdout + down.stderr
         assert d.stop() == 0
+        stopped = d.cli("status", "-c", str(d.config))
+        assert stopped.returncode == 1 and "not running" in stopped.stderr
     finally:
         d.close()
     mp4 = tmp_path / "clip.mp4"

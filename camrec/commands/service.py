@@ -98,11 +98,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
-    from camrec.daemon import status_path
+    from camrec.daemon import find_status
     from camrec.errors import CamrecError, SourceError
 
     config = load_config(args.config)
-    path = status_path(config.storage.path)
+    path = find_status(config.storage.path)
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
