@@ -424,23 +424,33 @@ def _outside_local_networks(url: str) -> list[str]:
     return sorted(str(a) for a in addresses if not any(a in net for net in LOCAL_NETWORKS if net.version == a.version))
 
 
-def _probe_camera(name: str, cam: Any, role: str, url: str, make_source: Callable[..., Any]) -> CheckResult:
-    label = f"camera {name}" + (" (detect)" if role == "detect_source" else "")
-    try:
-        src = make_source(url, transport=cam.rtsp_transport, open_timeout=cam.open_timeout,
-                          read_timeout=cam.read_timeout)
-    except SourceError as exc:
-        return CheckResult(label, "fail", exc.message, (exc.hint,) if exc.hint else ())
+def probe_camera(cam: Any, url: str, make_source: Callable[..., Any] | None = None) -> Any:
+    """Connects to one camera stream and reads one packet; returns its StreamInfo or raises
+    SourceError (redacted). Shared by `camrec check` and the doctor's camera check."""
+    if make_source is None:
+        from camrec.sources import make_source as default
+
+        make_source = default
+    opener: Callable[..., Any] = make_source
+    src = opener(url, transport=cam.rtsp_transport, open_timeout=cam.open_timeout,
+                      read_timeout=cam.read_timeout)
     try:
         info = src.open()
         if src.read() is None:
             raise SourceError(f"{redact(url)}: the stream ended at once")
+        return info
+    finally:
+        src.close()
+
+
+def _probe_camera(name: str, cam: Any, role: str, url: str, make_source: Callable[..., Any] | None) -> CheckResult:
+    label = f"camera {name}" + (" (detect)" if role == "detect_source" else "")
+    try:
+        info = probe_camera(cam, url, make_source)
     except SourceError as exc:
         return CheckResult(label, "fail", f"does not answer: {exc.message}", (exc.hint,) if exc.hint else ())
     except Exception as exc:  # a surprise from FFmpeg must not hide the other cameras' results
         return CheckResult(label, "fail", f"does not answer: {type(exc).__name__}: {exc}")
-    finally:
-        src.close()
     outside = _outside_local_networks(url)
     if outside:
         return CheckResult(label, "warn", f"answers ({info.describe()}) but {', '.join(outside)} is outside the "
@@ -450,11 +460,6 @@ def _probe_camera(name: str, cam: Any, role: str, url: str, make_source: Callabl
 
 def check_cameras(config: Any, *, make_source: Callable[..., Any] | None = None) -> list[CheckResult]:
     """Connects to every enabled camera stream once (like `camrec check`), all at the same time."""
-    if make_source is None:
-        from camrec.sources import make_source as default
-
-        make_source = default
-    opener: Callable[..., Any] = make_source
     jobs: list[tuple[str, Any, str, str]] = []
     results: list[CheckResult] = []
     for name, cam in config.cameras.items():
@@ -465,7 +470,7 @@ def check_cameras(config: Any, *, make_source: Callable[..., Any] | None = None)
                  if url]
     if jobs:
         with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="doctor") as pool:
-            results += list(pool.map(lambda job: _probe_camera(job[0], job[1], job[2], job[3], opener), jobs))
+            results += list(pool.map(lambda job: _probe_camera(job[0], job[1], job[2], job[3], make_source), jobs))
     return results
 
 

@@ -6,7 +6,6 @@ import argparse
 
 from camrec.commands.common import load_config
 from camrec.errors import UsageError
-from camrec.redact import redact
 
 ORDER = 20
 
@@ -53,8 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validates the config and connects to every camera once."""
+    from camrec.doctor import probe_camera
     from camrec.errors import SourceError
-    from camrec.sources import make_source
 
     config = load_config(args.config)
     failures: list[SourceError] = []
@@ -62,18 +61,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         for role, url in (("source", cam.source), ("detect_source", cam.detect_source)):
             if not url:
                 continue
-            src = make_source(url, transport=cam.rtsp_transport, open_timeout=cam.open_timeout,
-                              read_timeout=cam.read_timeout)
             try:
-                info = src.open()
-                if src.read() is None:
-                    raise SourceError(f"{redact(url)}: the stream ended at once")
+                info = probe_camera(cam, url)
                 print(f"{name}.{role}: ok ({info.describe()})")
             except SourceError as exc:
                 print(f"{name}.{role}: FAILED: {exc.message}")
                 failures.append(SourceError(f"camera {name!r} ({role}): {exc.message}", exc.hint))
-            finally:
-                src.close()
     if failures:
         raise failures[0]
     print(f"config ok: {len(config.cameras)} camera(s), storage {config.storage.path}")
