@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 # Byte patterns that must never appear in a file under the storage directory: MP4 box types and
@@ -49,3 +52,41 @@ def ffprobe(path: Path) -> dict:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def on_terminal(argv: list[str], answers: list[str], timeout: float = 60) -> tuple[int, bytes]:
+    """Run argv on a pseudo-terminal, typing the next answer at each passphrase prompt.
+
+    Returns the exit status and everything the program wrote to the terminal.
+    """
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child
+        try:
+            os.execv(argv[0], argv)
+        finally:
+            os._exit(127)
+    seen = b""
+    answered = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                got = os.read(fd, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not got:
+                break
+            seen += got
+            prompts = seen.lower().count(b"passphrase") - seen.lower().count(b"camrec: ")
+            if prompts > answered and answered < len(answers):
+                os.write(fd, answers[answered].encode() + b"\n")
+                answered += 1
+    finally:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen

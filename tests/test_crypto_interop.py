@@ -8,13 +8,10 @@ released prefix is compared with what `age -d` prints before it fails.
 from __future__ import annotations
 
 import io
-import os
 import random
-import select
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from camrec.crypto.keys import (
 )
 from camrec.crypto.stream import CHUNK_SIZE, AgeReader, AgeWriter, decrypt_bytes, decrypt_stream, encrypt_bytes
 from camrec.errors import TruncatedError
+from tests.helpers import on_terminal
 
 AGE = shutil.which("age")
 AGE_KEYGEN = shutil.which("age-keygen")
@@ -174,36 +172,10 @@ def test_truncated_file_prefix_matches_age(cut_back: int, age_key: Path, tmp_pat
 
 
 def age_on_a_terminal(args: list[str], passphrase: str) -> int:
-    """Run age with a pseudo-terminal (it reads passphrases only from a TTY), answering
-    every passphrase prompt; returns the exit status."""
-    import pty
-
+    """Run age on a pseudo-terminal (it reads passphrases only from a TTY), answering every
+    passphrase prompt (at most a confirmation) with `passphrase`; returns the exit status."""
     assert AGE is not None
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        os.execv(AGE, [AGE, *args])
-    seen = b""
-    answered = 0
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                got = os.read(fd, 1024)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not got:
-                break
-            seen += got
-            if seen.lower().count(b"passphrase") > answered:
-                answered += 1
-                os.write(fd, passphrase.encode() + b"\n")
-    finally:
-        os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return on_terminal([AGE, *args], [passphrase] * 2)[0]
 
 
 needs_pty = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux pseudo-terminal")

@@ -8,7 +8,6 @@ have *no* terminal run in a new session (no controlling terminal, so /dev/tty ca
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import stat
 import subprocess
@@ -23,6 +22,7 @@ from camrec.crypto.keys import HybridIdentity, X25519Identity, identity_file_tex
 from camrec.crypto.scrypt import ScryptIdentity, ScryptRecipient
 from camrec.crypto.stream import decrypt_bytes, encrypt_bytes
 from camrec.errors import FormatError, IdentityError
+from tests.helpers import on_terminal
 
 AGE = shutil.which("age")
 AGE_KEYGEN = shutil.which("age-keygen")
@@ -34,44 +34,6 @@ CAMREC = [sys.executable, "-m", "camrec"]
 def camrec(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """camrec without a controlling terminal (new session): it can never prompt."""
     return subprocess.run([*CAMREC, *args], input=stdin, capture_output=True, timeout=60, start_new_session=True)
-
-
-def on_terminal(argv: list[str], answers: list[str], timeout: float = 60) -> tuple[int, bytes]:
-    """Run argv on a pseudo-terminal, typing the next answer at each passphrase prompt.
-
-    Returns the exit status and everything the program wrote to the terminal.
-    """
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # child
-        try:
-            os.execv(argv[0], argv)
-        finally:
-            os._exit(127)
-    seen = b""
-    answered = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if not ready:
-                continue
-            try:
-                got = os.read(fd, 4096)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not got:
-                break
-            seen += got
-            prompts = seen.lower().count(b"passphrase") - seen.lower().count(b"camrec: ")
-            if prompts > answered and answered < len(answers):
-                os.write(fd, answers[answered].encode() + b"\n")
-                answered += 1
-    finally:
-        os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), seen
 
 
 def one_line_error(proc: subprocess.CompletedProcess[bytes], code: int, *needles: str) -> None:
