@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 from camrec.errors import CamrecError, SourceError
 from camrec.redact import redact
 from camrec.sdnotify import watchdog_interval
+from camrec.store.layout import fsync_dir
 
 __all__ = [
     "CHECK_NAMES", "DEFAULT_PROBE_TARGETS", "LOCAL_NETWORKS", "CheckResult", "ChecksFailed", "Options", "Probe",
@@ -235,11 +236,7 @@ def _write_probe(directory: Path) -> None:
     finally:
         os.close(fd)
         os.unlink(name)
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_dir(directory)
 
 
 def placement_note(path: Path, on_root: bool) -> tuple[Status, str] | None:

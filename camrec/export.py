@@ -25,6 +25,7 @@ import av
 
 from camrec.crypto.stream import decrypt_stream
 from camrec.errors import CamrecError, FormatError, StorageError, TruncatedError
+from camrec.store.layout import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +161,7 @@ def remux_encrypted(src: Path, identities: Sequence[Any], dest: Path) -> RemuxRe
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         with contextlib.suppress(OSError):
-            dir_fd = os.open(dest.parent, os.O_RDONLY | os.O_DIRECTORY)
-            os.fsync(dir_fd)
-            os.close(dir_fd)
+            fsync_dir(dest.parent)
         return result
     finally:
         with contextlib.suppress(FileNotFoundError):
