@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from camrec.errors import ConfigError
-from camrec.redact import redact, register_secret, register_url_credentials
+from camrec.redact import redact, register_secret, register_url_credentials, userinfo_readings
 
 # Aliases let a tiny file expand exponentially ("billion laughs"); no real config comes close.
 MAX_NODES = 100_000
@@ -154,10 +154,15 @@ class YamlBuilder:
             elif kind == "cred" and _CRED_NAME.fullmatch(name):
                 value = self.credential(node, path, name)
             else:
+                # A literal password may hold "${": then the body is a piece of it, shown only if
+                # it reads like a mistyped reference (${PW}, ${env:pw-x}), never a random fragment.
+                shown = f"'${{{body}}}'"
+                if _in_url_password(text, match.start()) and not _REFERENCE_LIKE.fullmatch(body):
+                    shown = "in the password of a URL"
                 raise self.error(
                     node,
                     path,
-                    f"unsupported substitution '${{{body}}}'",
+                    f"unsupported substitution {shown}",
                     hint="write ${env:NAME} for an environment variable, ${cred:NAME} for a systemd "
                     "credential, or $${…} for a literal '${'",
                 )
@@ -183,6 +188,19 @@ class YamlBuilder:
             return (Path(directory) / name).read_text(encoding="utf-8").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise self.error(node, path, f"cannot read credential {name!r}: {exc}") from None
+
+
+_REFERENCE_LIKE = re.compile(r"(?i:env|cred)(?::[A-Za-z0-9_.@-]*)?|[A-Z_][A-Z0-9_]*")
+
+
+def _in_url_password(text: str, position: int) -> bool:
+    """Whether ``position`` lies in the password of ``text`` read as a URL (redact's raw reading)."""
+    for userinfo in userinfo_readings(text):
+        start = text.find(userinfo)
+        colon = userinfo.find(":")
+        if start >= 0 and colon >= 0 and start + colon < position < start + len(userinfo):
+            return True
+    return False
 
 
 def contains_identity(text: str) -> bool:

@@ -70,9 +70,31 @@ def test_longer_secret_wins_over_its_prefix() -> None:
 
 
 @pytest.mark.parametrize("short", ["", "a", "ab"])
-def test_very_short_secrets_are_not_registered(short: str) -> None:
+def test_very_short_secrets_leave_prose_alone(short: str) -> None:
     register_secret(short)
     assert redact("a cab ab") == "a cab ab"
+
+
+@pytest.mark.parametrize("short", ["x'", "<>", "@", ":", "7"])
+def test_very_short_secrets_are_hidden_in_credential_positions(short: str) -> None:
+    # Issue 8: a two-character ${env:} password showed in clear (it was not registered at all).
+    register_secret(short)
+    for text in (f"rtsp://admin:{short}@cam/s", f"'rtsp://admin:{short}@cam/s'", f"admin:{short}@cam/s"):
+        out = redact(text)
+        assert f":{short}@" not in out, out
+        assert ":***@cam/s" in out, out
+    assert redact(f"x?user=a&password={short}") == "x?user=***&password=***"
+
+
+@pytest.mark.parametrize("password", ["p'w", 'a"b', "<pw>", "a/b", "p#w", "p?w", "p w", "p@s:s%w", "x\\y'\""])
+@pytest.mark.parametrize("shape", ["rtsp://admin:{}@cam.local:554/s?x=1", "admin:{}@cam.local/cam"])
+def test_passwords_that_defeat_a_character_class_are_registered(password: str, shape: str) -> None:
+    # Issue 8: quotes, "<>", "/", "#", "?", space or a missing scheme stopped the old pattern, so
+    # the password was neither registered nor hidden in logs, status.json and config errors.
+    url = shape.format(password)
+    register_url_credentials(url)
+    for text in (f"cannot open {url}: refused", f"source {url!r} has no host", repr([url]), f"pw is {password}"):
+        assert password not in redact(text), redact(text)
 
 
 def test_register_url_credentials_registers_password_not_user() -> None:

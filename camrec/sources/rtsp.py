@@ -14,7 +14,7 @@ from typing import Any
 import av
 
 from camrec.errors import SourceError
-from camrec.redact import redact
+from camrec.redact import redact, register_url_credentials
 from camrec.sources.base import Clock, MediaPacket, StreamInfo, SystemClock
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class RtspSource:
         generation: int = 0,
         clock: Clock | None = None,
     ) -> None:
+        # Registered here too, not only by the config loader: `camrec check URL`, tests and any
+        # future caller get the password hidden in every error and log line this source makes.
+        register_url_credentials(url)
         self.url = url
         self.transport = transport
         self.open_timeout = open_timeout
