@@ -35,6 +35,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from camrec.config_files import read_limited
 from camrec.config_yaml import (
     IDENTITY_HINT,
     IDENTITY_MESSAGE,
@@ -327,6 +328,13 @@ def _recipient(value: str) -> str:
 
 
 _RECIPIENT_HINT = "recipients are age public keys starting with age1 (the 'public key:' line of age-keygen)"
+_MIXED_RECIPIENTS = "post-quantum (age1pq1…) and classic (age1…) recipients cannot be mixed: age refuses to " \
+    "encrypt one file to both"
+_MIXED_HINT = "list only age1pq1… keys, or only classic age1… keys"
+
+
+def _post_quantum(recipient: str) -> bool:
+    return recipient.strip().startswith("age1pq1")
 
 
 class Config(_Frozen):
@@ -349,6 +357,10 @@ class Config(_Frozen):
     def _at_least_one_recipient(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
             raise _fail("at least one recipient (the owner's age public key) is required", hint=_RECIPIENT_HINT)
+        if len({_post_quantum(r) for r in value}) > 1:
+            # age refuses to mix them in one file (a classic key would void the post-quantum
+            # protection), so every clip would fail: refuse here, before `run` records nothing.
+            raise _fail(_MIXED_RECIPIENTS, hint=_MIXED_HINT)
         return tuple(dict.fromkeys(value))  # drop repeats, keep order
 
     @field_validator("cameras")
@@ -433,13 +445,11 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     """Read and validate the config file at ``path``; raises ConfigError on any problem."""
     file = Path(path)
     label = str(path)
-    if file.is_dir():
-        raise ConfigError(f"{label}: is a directory, not a config file", hint="pass the YAML file itself")
     try:
-        size = file.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{label}: {size} bytes is far too large for a config file; is this the right file?")
-        raw = file.read_bytes()
+        # Bounded by the bytes read and regular files only: /dev/zero or a FIFO must not hang us.
+        raw = read_limited(file, MAX_CONFIG_BYTES, "config file", label)
+    except IsADirectoryError:
+        raise ConfigError(f"{label}: is a directory, not a config file", hint="pass the YAML file itself") from None
     except FileNotFoundError:
         raise ConfigError(
             f"{label}: no such file", hint="start from config/camrec.example.yaml, or pass --config PATH"
@@ -522,7 +532,7 @@ def parse_config(
         raise _validation_error(exc, label, lines) from None
 
 
-def _recipients_from_file(data: dict[str, Any], lines: Mapping[KeyPath, int], label: str, base_dir: Path) -> None:
+def _recipients_from_file(data: dict[str, Any], lines: dict[KeyPath, int], label: str, base_dir: Path) -> None:
     """Replace 'recipients_file: PATH' by the recipients it lists; exactly one of the two keys."""
     if "recipients_file" not in data:
         if "recipients" not in data:
@@ -541,6 +551,7 @@ def _recipients_from_file(data: dict[str, Any], lines: Mapping[KeyPath, int], la
     path = Path(entry).expanduser()
     path = path if path.is_absolute() else base_dir / path
     data["recipients"] = list(read_recipients_file(path, referenced_from=setting))
+    lines[("recipients",)] = lines[("recipients_file",)]  # errors about the list point at the setting
     data["recipients_file"] = path
 
 
@@ -552,7 +563,9 @@ def read_recipients_file(path: Path, *, referenced_from: str | None = None) -> t
     """
     via = f" (from {referenced_from})" if referenced_from else ""
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_limited(path, MAX_CONFIG_BYTES, "recipients file").decode("utf-8-sig")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc.message}{via}", exc.hint) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such recipients file{via}") from None
     except IsADirectoryError:
@@ -574,6 +587,8 @@ def read_recipients_file(path: Path, *, referenced_from: str | None = None) -> t
             parse_recipient(entry)
         except IdentityError as exc:
             raise ConfigError(f"{path}:{number}: {exc.message}", hint=exc.hint or _RECIPIENT_HINT) from None
+        if recipients and _post_quantum(entry) != _post_quantum(recipients[0]):
+            raise ConfigError(f"{path}:{number}: recipients: {_MIXED_RECIPIENTS}", hint=_MIXED_HINT)
         recipients.append(entry)
     if not recipients:
         raise ConfigError(f"{path}: no recipients in this file{via}", hint=_RECIPIENT_HINT)

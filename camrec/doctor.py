@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from camrec.config_files import check_permissions
 from camrec.errors import CamrecError, SourceError
 from camrec.redact import redact
 from camrec.sdnotify import watchdog_interval
@@ -68,7 +69,7 @@ LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "fc00::/7",                                        # IPv6 unique local
 ))
 
-CHECK_NAMES = ("service", "clock", "software", "outbound", "storage", "keys", "cameras")
+CHECK_NAMES = ("service", "clock", "software", "outbound", "storage", "permissions", "keys", "cameras")
 
 # Below this the clock is certainly wrong (a Pi has no RTC; before NTP it may think it's 1970).
 _EARLIEST_PLAUSIBLE = 1735689600  # 2025-01-01T00:00:00Z
@@ -585,6 +586,7 @@ def run_checks(config: Any, options: Options | None = None) -> list[CheckResult]
         ("software", check_software),
         ("outbound", lambda: check_outbound(opts.probe_targets or DEFAULT_PROBE_TARGETS, sandboxed=sandboxed)),
         ("storage", lambda: check_storage(Path(config.storage.path), config.storage.min_free)),
+        ("permissions", lambda: check_permissions(config)),
         ("keys", lambda: check_keys(config, environ=opts.environ, home=_home())),
         ("cameras", lambda: check_cameras(config)),
     ]

@@ -171,7 +171,10 @@ def parse_time_arg(text: str, now: datetime) -> datetime:
         except ValueError:
             seconds = None
         if seconds is not None:
-            return now - timedelta(seconds=seconds)
+            try:
+                return now - timedelta(seconds=seconds)
+            except OverflowError:  # timedelta caps at ~2.7 million years; datetime at year 1
+                raise ValueError(f"{text.strip()!r} reaches back before the year 1") from None
 
     parsed = _parse_iso(raw)
     if parsed is None:

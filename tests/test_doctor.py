@@ -449,8 +449,8 @@ def test_run_checks_order_and_skip(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
     results = doctor.run_checks(config, Options(skip=frozenset({"cameras", "software"}), sandboxed=False,
                                                 probe_targets=(("127.0.0.1", free_port()),), environ={}))
-    assert [r.name for r in results] == ["config", "service", "clock", "software", "outbound", "storage", "keys",
-                                         "cameras"]
+    assert [r.name for r in results] == ["config", "service", "clock", "software", "outbound", "storage",
+                                         "permissions", "keys", "cameras"]
     by_name = {r.name: r for r in results}
     assert by_name["cameras"].status == "skip" and by_name["software"].status == "skip"
     assert by_name["outbound"].status == "warn"  # loopback is reachable; outside systemd that's a warning

@@ -22,7 +22,7 @@ def time_arg(text: str | None) -> float | None:
 
     try:
         return parse_time_arg(text, datetime.now().astimezone()).timestamp()
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # OverflowError: .timestamp() of an extreme date
         raise UsageError(f"bad time {text!r}: {exc}",
                          hint="use ISO 8601 (2026-11-21T18:00) or a span like 30m, 2h, 1d") from None
 

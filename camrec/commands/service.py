@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from camrec.commands.common import load_config
+from camrec.config_files import refuse_unsafe_permissions
 from camrec.errors import UsageError
 
 ORDER = 20
@@ -37,6 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from camrec.timeparse import parse_duration
 
     config = load_config(args.config)
+    refuse_unsafe_permissions(config)
     setup_logging(config.log_level, args.debug)
     duration = None
     if args.duration is not None:
@@ -56,6 +58,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from camrec.errors import SourceError
 
     config = load_config(args.config)
+    refuse_unsafe_permissions(config)
     failures: list[SourceError] = []
     for name, cam in config.cameras.items():
         for role, url in (("source", cam.source), ("detect_source", cam.detect_source)):
