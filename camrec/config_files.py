@@ -37,15 +37,12 @@ def read_limited(path: Path, limit: int, what: str, label: str | None = None) ->
     propagate, for the caller to word.
     """
     shown = label or str(path)
+    # stat() first, so that a device is never even opened (opening some has side effects); the
+    # fstat() after the non-blocking open closes the race with a swap in between.
+    _refuse_special(os.stat(path).st_mode, path, shown, what)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(path)
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
-            raise ConfigError(f"{shown}: is {kind}, not a {what}", hint=f"pass the {what} itself (a regular file)")
+        _refuse_special(os.fstat(fd).st_mode, path, shown, what)
         chunks: list[bytes] = []
         total = 0
         while total <= limit:
@@ -62,6 +59,15 @@ def read_limited(path: Path, limit: int, what: str, label: str | None = None) ->
         os.close(fd)
 
 
+def _refuse_special(mode: int, path: Path, shown: str, what: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise ConfigError(f"{shown}: is {kind}, not a {what}", hint=f"pass the {what} itself (a regular file)")
+
+
 def _group_has_others(gid: int, owner_uid: int) -> bool:
     try:
         group = grp.getgrgid(gid)
@@ -76,12 +82,7 @@ def _group_has_others(gid: int, owner_uid: int) -> bool:
     return any(user.pw_gid == gid and user.pw_uid != owner_uid for user in pwd.getpwall())
 
 
-def writable_by_others(path: Path) -> str | None:
-    """Why ``path`` can be changed by another local user ("mode 0777: world-writable"), or None."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None  # missing or unreadable: reported by the checks that use the path
+def _writable_by_others(st: os.stat_result) -> str | None:
     mode = stat.S_IMODE(st.st_mode)
     if mode & stat.S_IWOTH:
         return f"mode {mode:04o}: world-writable"
@@ -92,6 +93,24 @@ def writable_by_others(path: Path) -> str | None:
             name = str(st.st_gid)
         return f"mode {mode:04o}: writable by group {name!r}, which has other members"
     return None
+
+
+def writable_by_others(path: Path) -> str | None:
+    """Why another local user can change or replace ``path`` ("mode 0777: world-writable"), or None.
+
+    Also looks at the directory holding it: there, write access without the sticky bit (which
+    /tmp has) lets anyone rename the entry away and put their own in its place.
+    """
+    try:
+        why = _writable_by_others(path.stat())
+        if why:
+            return why
+        parent = path.absolute().parent
+        st = parent.stat()
+    except OSError:
+        return None  # missing or unreadable: reported by the checks that use the path
+    why = None if st.st_mode & stat.S_ISVTX else _writable_by_others(st)
+    return f"its directory {parent} has {why} and no sticky bit" if why else None
 
 
 def permission_problems(config: Any) -> list[str]:

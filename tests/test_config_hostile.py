@@ -7,6 +7,7 @@ and nothing recorded.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -160,7 +161,22 @@ def test_world_writable_recipients_file_is_refused(tmp_path: Path) -> None:
     assert_one_line_error(proc, 3, f"recipients file {keys}: mode 0666: world-writable")
     proc = camrec("doctor", "-c", str(config), "--skip", "cameras", "--skip", "outbound", "--json")
     assert proc.returncode == 10
-    assert '"name": "permissions",\n      "status": "fail"' in proc.stdout
+    (check,) = [c for c in json.loads(proc.stdout)["checks"] if c["name"] == "permissions"]
+    assert check["status"] == "fail" and any(f"recipients file {keys}" in d for d in check["details"])
 
     keys.chmod(0o644)
+    assert camrec("check", "-c", str(config)).returncode == 0
+
+
+def test_a_recipients_file_in_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    keys = shared / "owner.pub"
+    keys.write_text(f"{CLASSIC}\n")
+    keys.chmod(0o644)
+    shared.chmod(0o777)  # anyone can rename owner.pub away and write their own
+    config = write_config(tmp_path, f"recipients_file: {keys}")
+    proc = camrec("check", "-c", str(config))
+    assert_one_line_error(proc, 3, f"recipients file {keys}: its directory {shared} has mode 0777: world-writable")
+    shared.chmod(0o1777)  # the sticky bit, as /tmp has: only the owner may rename the file
     assert camrec("check", "-c", str(config)).returncode == 0
