@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -93,15 +92,6 @@ def test_recipients_file_dev_zero_is_refused(tmp_path: Path) -> None:
     config = write_config(tmp_path, "recipients_file: /dev/zero")
     proc = camrec("check", "-c", str(config), timeout=30)
     assert_one_line_error(proc, 3, "/dev/zero: is a device, not a recipients file", f"(from {config}:1")
-
-
-def _open_writer_later(fifo: Path, stop: threading.Event) -> None:
-    # If camrec blocked in open() waiting for a writer, this would let it go on; the test's
-    # timeout is what catches a hang, this only makes sure the test itself cannot hang.
-    stop.wait(25)
-    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK) if not stop.is_set() else None
-    if fd is not None:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("which", ["config", "recipients_file"])
