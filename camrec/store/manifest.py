@@ -207,7 +207,6 @@ class ChainFileRefused(StorageError):
     owner a subclass requires (see ChainWriter._refusal)."""
 
 
-
 class ChainWriter:
     """Appends entries to a hash-chained JSON-lines file; safe against crashes and other writers.
 
@@ -254,13 +253,10 @@ class ChainWriter:
             flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
             created = False
             try:
-                if self.create_missing:
-                    try:
-                        fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, self._mode)
-                        created = True
-                    except FileExistsError:
-                        fd = os.open(self.path, flags)
-                else:
+                try:  # O_EXCL: `created` is true only for a file this writer made
+                    fd = os.open(self.path, flags | (os.O_CREAT | os.O_EXCL if self.create_missing else 0), self._mode)
+                    created = self.create_missing
+                except FileExistsError:
                     fd = os.open(self.path, flags)
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
