@@ -1,28 +1,37 @@
 """The audit log: who decrypted or exported which clips, when, with which key — hash-chained.
 
-Every command that turns clips into plaintext calls `record()` *before* releasing the first byte
-(audit-before-release): if the entry can't be written and fsynced, the command fails with a
-StorageError and nothing is decrypted. An entry therefore means "plaintext of these files may
-have been released", even if the command later failed.
+Every command that turns clips into plaintext (or unwraps their file keys: `verify -i`, `rekey`)
+calls `record()` *before* releasing the first byte (audit-before-release): if the entry can't be
+written and fsynced, the command fails with a StorageError and nothing is decrypted. An entry
+therefore means "plaintext of these files may have been released", even if the command failed.
 
-Where: `<storage>/audit.jsonl` when the files are inside a camrec store (given, or found by
-walking up from the first file to `index.sqlite3`); otherwise `$CAMREC_AUDIT_LOG`, else
-`$XDG_STATE_HOME/camrec/audit.jsonl` (default `~/.local/state/camrec/audit.jsonl`).
+Where (docs/tamper-evidence.md, "The audit log"):
+- always the per-user log, `$CAMREC_AUDIT_LOG`, else `$XDG_STATE_HOME/camrec/audit.jsonl`
+  (default `~/.local/state/camrec/audit.jsonl`): created by the user 0600, and written only if it is
+  a regular file of the user's own with a single link, opened without following a link;
+- also the store's `<storage>/audit.jsonl`, but only when the store is the live one: its root
+  directory belongs to another user (the service user) and its `audit.jsonl` is a regular file of
+  that same user with a single link. A copy (`rsync -a` makes the owner its owner), a symlink, a
+  FIFO or a hard link is never written; a one-line notice says where the entry went instead. A
+  store is hostile input to the owner's tools: writing its log on a copy would let whoever
+  prepared the copy choose which of the owner's files gets appended to.
 
 What an entry holds: time, user, host, pid, the command line, the event, the files (relative to
-the store) and the *recipients* (public keys) of the identities used — never an identity. The
-chain uses the manifest's format and ChainWriter (crash-safe appends, torn-tail repair) without
-a signature: the people who export hold no device key. So anyone who can write the file can
-rewrite it whole; the chain shows edits and removals in the middle, and a head saved earlier
-(`camrec audit --expect-head`) shows a rewrite. See docs/tamper-evidence.md.
+the store), the store, and the *recipients* (public keys) of the identities used — never an
+identity. The chain uses the manifest's format and ChainWriter (crash-safe appends, torn-tail
+repair) without a signature: the people who export hold no device key. So anyone who can write
+the file can rewrite it whole; the chain shows edits and removals in the middle, and a head saved
+earlier (`camrec audit --expect-head`) shows a rewrite.
 """
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import shlex
 import socket
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -30,9 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from camrec.errors import StorageError
+from camrec.printable import escape_controls
 from camrec.redact import redact
 from camrec.store import layout
-from camrec.store.manifest import ChainCheck, ChainWriter, read_chain
+from camrec.store.manifest import ChainCheck, ChainFileRefused, ChainWriter, read_chain
 
 AUDIT_NAME = "audit.jsonl"
 ENV_LOG = "CAMREC_AUDIT_LOG"
@@ -42,7 +52,7 @@ USER_LOG_MODE = 0o600
 
 
 def state_log_path() -> Path:
-    """The per-user log for files that are not inside a store."""
+    """The per-user log, which gets every entry (a live store's log gets a copy)."""
     if env := os.environ.get(ENV_LOG):
         return Path(env)
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -111,21 +121,46 @@ def _relative(files: Sequence[str | os.PathLike[str]], root: Path | None, store_
     return out
 
 
+class _UserLog(ChainWriter):
+    """The per-user log: the user's own regular file, one link (not a hard link to another file)."""
+
+    def _refusal(self, st: os.stat_result) -> str | None:
+        if (reason := super()._refusal(st)) is not None:
+            return reason
+        if st.st_uid != os.geteuid():
+            return f"owned by uid {st.st_uid}, not by you"
+        return "has several hard links" if st.st_nlink != 1 else None
+
+
+class _LiveStoreLog(ChainWriter):
+    """A live store's log: exists already (the daemon made it), belongs to the service user."""
+
+    create_missing = False
+
+    def __init__(self, path: Path, service_uid: int) -> None:
+        super().__init__(path, mode=STORE_LOG_MODE)
+        self.service_uid = service_uid
+
+    def _refusal(self, st: os.stat_result) -> str | None:
+        if (reason := super()._refusal(st)) is not None:
+            return reason
+        if st.st_uid != self.service_uid:
+            return f"owned by uid {st.st_uid}, not by the store's owner (uid {self.service_uid})"
+        return "has several hard links" if st.st_nlink != 1 else None
+
+
 def record(event: str, *, files: Sequence[str | os.PathLike[str]], recipients: Sequence[str],
            storage_root: Path | None = None, log_path: Path | None = None, command: str | None = None,
            now: float | None = None) -> dict[str, Any]:
     """Appends one fsynced entry; raises StorageError (nothing may be decrypted then).
 
     With `storage_root`, relative `files` are relative to it (index paths); without it, they are
-    ordinary paths and the store is found from the first one; outside a store the per-user log
-    is used.
+    ordinary paths and the store is found from the first one. The entry goes to `log_path` if
+    given (tests, tools), else to the per-user log and, for a live store, to the store's log too.
     """
     store_relative = storage_root is not None
     if storage_root is None and files:
         storage_root = find_store_root(Path(files[0]))
-    if log_path is None:
-        log_path = storage_root / AUDIT_NAME if storage_root is not None else state_log_path()
-    mode = STORE_LOG_MODE if storage_root is not None and log_path.parent == storage_root else USER_LOG_MODE
     if command is None:
         command = shlex.join(["camrec", *sys.argv[1:]])
     body = {"event": event, "user": _user(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -133,16 +168,50 @@ def record(event: str, *, files: Sequence[str | os.PathLike[str]], recipients: S
             "recipients": list(recipients)}
     if storage_root is not None:
         body["store"] = str(storage_root.resolve())
+    t = time.time() if now is None else now
+    user_log = log_path if log_path is not None else state_log_path()
     try:
-        log_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        user_log.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise _fail(log_path, exc) from None
-    writer = ChainWriter(log_path, mode=mode)
+        raise _fail(user_log, exc) from None
+    entry = _append(_UserLog(user_log, mode=USER_LOG_MODE), body, t)
+    if storage_root is not None and log_path is None:
+        store_log = storage_root / AUDIT_NAME
+        reason = _not_live(storage_root)
+        if reason is None:
+            try:
+                _append(_LiveStoreLog(store_log, os.stat(storage_root).st_uid), body, t)
+            except ChainFileRefused as exc:
+                reason = exc.message
+        if reason is not None:
+            print(f"camrec: note: audit entry written to {escape_controls(user_log)} only, not to "
+                  f"{escape_controls(store_log)}: {escape_controls(reason)}", file=sys.stderr)
+    return entry
+
+
+def _not_live(root: Path) -> str | None:
+    """Why `root` is not the live store whose log the owner's tools also write (None: it is)."""
     try:
-        entries = writer.append(lambda: [body], time.time() if now is None else now)
+        st = os.stat(root)
+    except OSError as exc:
+        return f"cannot stat the store ({exc.strerror or exc})"
+    if st.st_uid == os.geteuid():
+        return "the store belongs to you, so it is a copy, not the recorder's live store"
+    return None
+
+
+def _append(writer: ChainWriter, body: dict[str, Any], now: float) -> dict[str, Any]:
+    try:
+        entries = writer.append(lambda: [body], now)
+    except ChainFileRefused:
+        if isinstance(writer, _LiveStoreLog):
+            raise  # not the live store's log after all: the caller says where the entry went
+        raise StorageError(f"the audit log {escape_controls(writer.path)} is not a file camrec may write "
+                           "(a link, not a regular file, or not yours): refusing to decrypt without an audit entry",
+                           hint=_hint(writer.path)) from None
     except StorageError as exc:
         raise StorageError(f"{exc.message}: refusing to decrypt without an audit entry",
-                           hint=_hint(log_path)) from None
+                           hint=_hint(writer.path)) from None
     finally:
         writer.close()
     return entries[-1]
@@ -154,13 +223,34 @@ def _fail(path: Path, exc: OSError) -> StorageError:
 
 
 def _hint(path: Path) -> str:
-    return (f"the user running camrec must be able to append to {path} "
-            "(e.g. be in the storage group; `camrec run` creates it group-writable)")
+    if path.name == AUDIT_NAME and (path.parent / layout.INDEX_NAME).exists():  # a live store's log
+        return (f"the user running camrec must be able to append to {escape_controls(path)} "
+                "(e.g. be in the storage group; `camrec run` creates it group-writable)")
+    return (f"the user running camrec must be able to append to {escape_controls(path)}, a regular file of "
+            f"their own (set ${ENV_LOG} to choose another)")
 
 
 def read(path: Path, heads: Sequence[tuple[int, str]] = ()) -> ChainCheck:
-    """The whole log, with its chain (and any pinned heads) checked; no signatures (see above)."""
-    return read_chain(path, signed=False, entry_problem=_entry_problem, heads=heads)
+    """The whole log, with its chain (and any pinned heads) checked; no signatures (see above).
+
+    Read-only and as hostile input: never through a link, never a FIFO or device (a missing file
+    is an empty log)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return read_chain(path, signed=False, entry_problem=_entry_problem, heads=heads)
+    except OSError as exc:
+        what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror or exc})"
+        raise StorageError(f"the audit log {escape_controls(path)} {what}: not read") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise StorageError(f"the audit log {escape_controls(path)} is not a regular file: not read")
+        # Read through the descriptor just checked (its /proc link names that very file, whatever
+        # the name points at by now), so the file can't be swapped between the check and the read.
+        return read_chain(Path(f"/proc/self/fd/{fd}"), signed=False, entry_problem=_entry_problem, heads=heads)
+    finally:
+        os.close(fd)
 
 
 def _entry_problem(entry: dict[str, Any]) -> str | None:

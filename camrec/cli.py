@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from camrec import __version__
 from camrec.errors import EXIT_INTERRUPTED, CamrecError, UsageError
+from camrec.printable import escape_controls
 from camrec.redact import RedactingFilter, redact
 
 log = logging.getLogger("camrec")
@@ -63,9 +64,10 @@ def command_modules() -> list[Any]:
 
 
 def _fail(exc: CamrecError) -> int:
-    print(f"camrec: error: {redact(exc.message)}", file=sys.stderr)
+    # Messages may quote a store's file names or entries: printed with control characters escaped.
+    print(f"camrec: error: {escape_controls(redact(exc.message))}", file=sys.stderr)
     if exc.hint:
-        print(f"camrec: hint: {redact(exc.hint)}", file=sys.stderr)
+        print(f"camrec: hint: {escape_controls(redact(exc.hint))}", file=sys.stderr)
     return exc.exit_code
 
 

@@ -95,17 +95,21 @@ class FragmentGate:
         self._out.close()
 
 
+class OutputError(StorageError):
+    """The output (not the clip) can't be written: every further clip would fail the same way."""
+
+
 class _DecryptThread(threading.Thread):
-    def __init__(self, src: Path, identities: Sequence[Any], out: BinaryIO) -> None:
+    def __init__(self, src: Path, identities: Sequence[Any], out: BinaryIO, src_file: BinaryIO | None) -> None:
         super().__init__(daemon=True, name="decrypt")
-        self.src, self.identities, self.out = src, identities, out
+        self.src, self.identities, self.out, self.src_file = src, identities, out, src_file
         self.error: BaseException | None = None
         self.plaintext_bytes = 0
 
     def run(self) -> None:
         gate = FragmentGate(self.out)
         try:
-            with open(self.src, "rb") as f:
+            with self.src_file if self.src_file is not None else open(self.src, "rb") as f:
                 self.plaintext_bytes = decrypt_stream(f, self.identities, gate)  # type: ignore[arg-type]
         except TruncatedError as exc:
             self.plaintext_bytes = exc.authenticated_bytes
@@ -126,12 +130,39 @@ class RemuxResult:
     truncated: bool
 
 
-def remux_encrypted(src: Path, identities: Sequence[Any], dest: Path) -> RemuxResult:
-    """Decrypts the age-encrypted fMP4 `src` and writes a standard MP4 at `dest` atomically."""
+def create_private(path: Path) -> int:
+    """Creates `path` for plaintext: new (O_EXCL, so never a file or link already there) and 0600
+    whatever the umask. Raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remux_encrypted(src: Path, identities: Sequence[Any], dest: Path, *,
+                    src_file: BinaryIO | None = None) -> RemuxResult:
+    """Decrypts the age-encrypted fMP4 `src` and writes a standard MP4 at `dest` atomically.
+
+    `src_file`: `src` already opened (the owner's tools open store files without following links,
+    camrec/store/untrusted.py); it is closed here. `dest` is replaced, never written through:
+    whether an existing `dest` may be replaced is the caller's decision.
+    Raises OutputError when the output can't be written.
+    """
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    try:
+        # Made here, 0600, before FFmpeg opens it by name (FFmpeg would create it with the umask).
+        os.close(create_private(tmp))
+    except OSError as exc:
+        if src_file is not None:
+            src_file.close()
+        raise OutputError(f"cannot write to {dest.parent}: {exc.strerror or exc}",
+                          hint="nothing was exported; choose a writable output directory with -o") from None
     r_fd, w_fd = os.pipe()
     reader = os.fdopen(r_fd, "rb")
-    decrypt = _DecryptThread(src, identities, os.fdopen(w_fd, "wb"))
+    decrypt = _DecryptThread(src, identities, os.fdopen(w_fd, "wb"), src_file)
     decrypt.start()
     result = RemuxResult(0, 0.0, False)
     demux_error: Exception | None = None
@@ -157,9 +188,12 @@ def remux_encrypted(src: Path, identities: Sequence[Any], dest: Path) -> RemuxRe
             if demux_error is not None:
                 raise FormatError(f"{src.name}: decrypted, but it is not a video clip ({demux_error})")
             raise FormatError(f"{src.name}: no video in this clip")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
+        try:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except OSError as exc:
+            raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
         with contextlib.suppress(OSError):
             fsync_dir(dest.parent)
         return result
@@ -176,7 +210,11 @@ def _remux(reader: _PipeReader, tmp: Path) -> RemuxResult:
         if not inp.streams.video:
             raise ValueError("no video stream")
         in_stream = inp.streams.video[0]
-        with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        try:
+            out = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+        except OSError as exc:  # PyAV's errno errors are OSErrors: the output, not the clip
+            raise OutputError(f"cannot write {tmp.parent}: {exc.strerror or exc}") from None
+        with out:
             out_stream = out.add_stream_from_template(in_stream)
             try:
                 for packet in inp.demux(in_stream):
@@ -186,7 +224,10 @@ def _remux(reader: _PipeReader, tmp: Path) -> RemuxResult:
                         first = packet.pts
                     last_end = max(last_end, (packet.pts or 0) + (packet.duration or 0))
                     packet.stream = out_stream
-                    out.mux(packet)
+                    try:
+                        out.mux(packet)
+                    except OSError as exc:  # disk full, I/O error: not a damaged clip
+                        raise OutputError(f"cannot write {tmp.parent}: {exc.strerror or exc}") from None
                     packets += 1
             except (av.error.FFmpegError, ValueError):
                 # A truncated last fragment: keep everything before it.
@@ -195,4 +236,3 @@ def _remux(reader: _PipeReader, tmp: Path) -> RemuxResult:
             tb = in_stream.time_base or 0
             duration = float((last_end - (first or 0)) * tb) if packets else 0.0
     return RemuxResult(packets, duration, False)
-

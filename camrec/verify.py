@@ -16,9 +16,11 @@ anything is reported.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from camrec.errors import CamrecError, IdentityError, StorageError, TruncatedError, UsageError
-from camrec.store import layout
+from camrec.store import layout, untrusted
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.manifest import (
     CLIP_KINDS,
@@ -45,7 +47,7 @@ from camrec.store.manifest import (
 )
 
 PROBLEMS = ("missing", "altered", "truncated", "orphan", "unrecorded", "unreadable", "chain-break",
-            "head-mismatch", "undecryptable", "truncated-payload")
+            "head-mismatch", "undecryptable", "truncated-payload", "unsafe-file")
 NOTICES = ("torn-tail", "recording", "deleted-present", "unindexed", "partial")
 _BUF = 1 << 20
 
@@ -180,6 +182,7 @@ class _Snapshot:
     chain: ChainCheck
     expected: dict[str, dict[str, Any]]  # clip -> newest trusted clip/partial/rekey entry
     deleted: dict[str, dict[str, Any]]  # clip -> its delete entry, when that is the newest
+    unsafe: list[Finding] = field(default_factory=list)  # links, FIFOs, devices: never opened
 
 
 def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[tuple[int, str]]) -> _Snapshot:
@@ -187,16 +190,23 @@ def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[t
     # in `recording` or with its entry, never as a file that neither accounts for.
     files: dict[str, os.stat_result] = {}
     by_clip: dict[str, list[str]] = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
-            video = video_of(rel)
-            if video is None:
-                continue
+    unsafe: list[Finding] = []
+    # lstat, and os.walk does not descend into linked directories: nothing in the store is followed.
+    for dirpath, dirs, names in os.walk(root):
+        for name in [*dirs, *names]:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
             try:
-                files[rel] = os.stat(os.path.join(dirpath, name))
+                st = os.lstat(full)
             except FileNotFoundError:
                 continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                unsafe.append(_unsafe_finding(rel, full, st))
+                continue
+            video = video_of(rel) if stat.S_ISREG(st.st_mode) else None
+            if video is None:
+                continue
+            files[rel] = st
             by_clip.setdefault(video, []).append(rel)
     for rels in by_clip.values():
         rels.sort(key=_suffix_order)
@@ -224,7 +234,18 @@ def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[t
     # Streamed: memory follows the clips that exist, not the length of the chain's history.
     chain = read_chain(root / MANIFEST_NAME, public_key=public_key, entry_problem=clip_entry_problem,
                        heads=heads, on_line=take, keep=False)
-    return _Snapshot(files, by_clip, rows, chain, expected, deleted)
+    return _Snapshot(files, by_clip, rows, chain, expected, deleted, unsafe)
+
+
+def _unsafe_finding(rel: str, full: str, st: os.stat_result) -> Finding:
+    """A symlink, FIFO, socket or device in the store: camrec never makes one, and following it
+    (or opening it) could read outside the store or hang."""
+    what = untrusted.kind_of(st.st_mode)
+    if stat.S_ISLNK(st.st_mode):
+        with contextlib.suppress(OSError):
+            what += f" to {os.readlink(full)!r}"
+    return Finding("unsafe-file", rel, f"{what}, where camrec only writes regular files and directories: "
+                   "not followed or read")
 
 
 # --- reading files ----------------------------------------------------------------------------
@@ -267,14 +288,15 @@ class _Discard:
         pass
 
 
-def _check_file(path: Path, hash_it: bool, identities: Sequence[Any] | None) -> _FileResult:
-    """One pass over a file: its SHA-256, and (with identities) a full authenticated decryption."""
+def _check_file(root: Path, rel: str, hash_it: bool, identities: Sequence[Any] | None) -> _FileResult:
+    """One pass over a file: its SHA-256, and (with identities) a full authenticated decryption.
+    Opened from the store root without following any link (camrec/store/untrusted.py)."""
     from camrec.crypto.stream import decrypt_stream
 
     sha = hashlib.sha256() if hash_it else None
     decrypt: tuple[str, str] | None = None
     try:
-        with open(path, "rb", buffering=0) as f:
+        with os.fdopen(untrusted.open_file(root, rel), "rb", buffering=0) as f:
             tee = _Tee(f, sha)
             if identities:
                 try:
@@ -289,8 +311,10 @@ def _check_file(path: Path, hash_it: bool, identities: Sequence[Any] | None) -> 
                 buf = memoryview(bytearray(_BUF))
                 while tee.readinto(buf):
                     pass
+    except untrusted.UnsafeFileError as exc:  # swapped for a link or FIFO since the walk
+        return _FileResult(0, None, None, exc.message)
     except PermissionError as exc:
-        raise StorageError(f"cannot read {path}: {exc.strerror}",
+        raise StorageError(f"cannot read {root / rel}: {exc.strerror}",
                            hint="run as the storage owner or a member of its group") from None
     except OSError as exc:
         return _FileResult(0, None, None, exc.strerror or str(exc))
@@ -447,6 +471,7 @@ def verify_store(root: Path, *, identities: Sequence[Any] | None = None, heads: 
     t0 = time.perf_counter()
     if not root.is_dir():
         raise StorageError(f"storage directory {root} does not exist")
+    untrusted.check_metadata(root)  # what is read by name below must be a regular file (or absent)
     public_key = trusted_public_key(root, device_key)
     decrypting = bool(identities)
     cache: dict[tuple[Any, ...], _FileResult] = {}
@@ -465,7 +490,7 @@ def verify_store(root: Path, *, identities: Sequence[Any] | None = None, heads: 
             before_decrypt(sorted(rel for rel, p in plans.items() if p.decrypt))
         total = sum(ck[1] for ck in todo)
         done = 0
-        futures = {ck: pool.submit(_check_file, root / ck[0], p.hash_it, identities if p.decrypt else None)
+        futures = {ck: pool.submit(_check_file, root, ck[0], p.hash_it, identities if p.decrypt else None)
                    for ck, p in todo.items()}
         for ck, fut in futures.items():
             cache[ck] = fut.result()
@@ -495,7 +520,7 @@ def verify_store(root: Path, *, identities: Sequence[Any] | None = None, heads: 
             report.decrypted += decrypted
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    report.findings = _chain_findings(snap, root) + [f for k in keys for f in by_key[k]]
+    report.findings = _chain_findings(snap, root) + snap.unsafe + [f for k in keys for f in by_key[k]]
     report.clips = len(keys)
     report.files = len(snap.files)
     report.entries = snap.chain.count

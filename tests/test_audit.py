@@ -19,12 +19,26 @@ from camrec.store.manifest import line_hash
 from tests.test_manifest import make_store
 from tests.test_verify import write_config
 
+SERVICE_UID = 4242  # the recorder's service user, which is not the user running the owner's tools
+
+
+def make_live(root: Path) -> None:
+    """The store as installed: it and its audit log belong to the service user (a copy made with
+    rsync -a belongs to whoever copied it). Needs root to give files away."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to chown the store to a service user")
+    os.chown(root, SERVICE_UID, -1)
+    os.chown(root / audit.AUDIT_NAME, SERVICE_UID, -1)
+
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, monkeypatch):
     owner, store, manifest, rows = make_store(tmp_path, n=2, size=20_000)
     manifest.close()
-    return {"owner": owner, "root": store.root, "rows": rows, "tmp": tmp_path}
+    make_live(store.root)
+    monkeypatch.setenv(audit.ENV_LOG, str(tmp_path / "user-state" / "audit.jsonl"))
+    return {"owner": owner, "root": store.root, "rows": rows, "tmp": tmp_path,
+            "user_log": tmp_path / "user-state" / "audit.jsonl"}
 
 
 def entries(path: Path) -> list[dict]:
@@ -42,6 +56,7 @@ def test_store_log_entry(store):
     text = (root / audit.AUDIT_NAME).read_text()
     assert str(owner) not in text and "AGE-SECRET-KEY" not in text
     assert entries(root / audit.AUDIT_NAME) == [e]
+    assert entries(store["user_log"]) == [e]  # the per-user log always gets the entry too
 
 
 def test_store_found_from_a_file_inside_it(store, monkeypatch):
@@ -119,8 +134,8 @@ def test_unwritable_log_fails_before_anything(tmp_path):
 
 
 def test_verify_with_identity_is_audited_first(store, capsys, monkeypatch):
-    """verify -i decrypts (to check), so it is audited; if the log can't be written, verify -i
-    fails before decrypting anything."""
+    """verify -i decrypts (to check), so it is audited; if the per-user log can't be written,
+    verify -i fails before decrypting anything."""
     import camrec.verify as v
 
     cfg = write_config(store["tmp"], store["owner"], store["root"])
@@ -131,12 +146,12 @@ def test_verify_with_identity_is_audited_first(store, capsys, monkeypatch):
     assert e["event"] == "verify" and len(e["files"]) == 6 and e["recipients"] == [str(store["owner"].recipient())]
     capsys.readouterr()
 
-    log = store["root"] / audit.AUDIT_NAME
+    log = store["user_log"]
     log.unlink()
     log.mkdir()
     decrypted = []
     real = v._check_file
-    monkeypatch.setattr(v, "_check_file", lambda p, h, ids: decrypted.append(ids) or real(p, h, ids))
+    monkeypatch.setattr(v, "_check_file", lambda r, p, h, ids: decrypted.append(ids) or real(r, p, h, ids))
     assert main(["verify", "-c", str(cfg), "-i", str(key)]) == 9
     assert "refusing to decrypt" in capsys.readouterr().err
     assert decrypted == []

@@ -23,7 +23,8 @@ def camrec(*args: str, env: dict[str, str] | None = None, timeout: float = 60, *
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
+    # A `camrec: note:` line before the error (where the audit entry went) is not part of it.
+    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("camrec: note: ")]
     assert lines and lines[0].startswith("camrec: error: "), proc.stderr
     assert all(line.startswith(("camrec: error: ", "camrec: hint: ")) for line in lines), proc.stderr
     assert "Traceback" not in proc.stderr

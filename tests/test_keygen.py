@@ -199,7 +199,7 @@ def test_decrypt_passphrase_encrypted_file(tmp_path):
         res = camrec("decrypt", "--passphrase-file", str(pw), str(enc))
         assert res.returncode == 0, res.stderr
         assert res.stdout == data
-        out = tmp_path / "out"
+        out = tmp_path / f"out-{armor}"  # decrypt -o never replaces a file without --force
         res = camrec("decrypt", "--passphrase-file", str(pw), "-o", str(out), "-", stdin=enc.read_bytes())
         assert res.returncode == 0 and out.read_bytes() == data
     one_line_error(camrec("decrypt", str(enc)), 2, "no terminal")

@@ -30,7 +30,9 @@ from camrec.commands.common import (
     load_identities,
     select_clips,
 )
-from camrec.errors import CamrecError, IdentityError, StorageError, TruncatedError, UsageError
+from camrec.errors import CamrecError, IdentityError, IntegrityError, StorageError, TruncatedError, UsageError
+from camrec.printable import escape_controls
+from camrec.store import untrusted
 
 ORDER = 30
 
@@ -46,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-i", "--identity", action="append", required=True, metavar="IDENTITY",
                    help="identity file (repeatable; a passphrase-protected one is asked for its passphrase)")
     s.add_argument("-o", "--output", required=True, metavar="DIR")
-    s.add_argument("--force", action="store_true", help="replace MP4 files that already exist")
+    s.add_argument("--force", action="store_true",
+                   help="replace MP4 files that already exist (never an identity file)")
     add_passphrase_file(s)
     s.set_defaults(func=cmd_export)
 
@@ -54,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("-i", "--identity", action="append", metavar="IDENTITY",
                    help="identity file (repeatable); not needed for a passphrase-encrypted file")
     s.add_argument("-o", "--output", metavar="OUT", help="default: standard output")
+    s.add_argument("--force", action="store_true",
+                   help="replace OUT if it exists (never an identity file or the input)")
     s.add_argument("--salvage", action="store_true",
                    help="for a clip cut by a crash, keep its authenticated prefix in OUT (still exit code 8)")
     add_passphrase_file(s)
@@ -67,9 +72,19 @@ def clip_json(row: Any) -> dict[str, Any]:
             "state": row.state, "thumbnail": row.thumb, "details": row.meta}
 
 
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _usable_rows(args: argparse.Namespace, config: Any) -> tuple[list[Any], int]:
+    """The selected index rows whose paths are clip paths; the others are reported and counted."""
+    untrusted.check_metadata(Path(config.storage.path))
+    return untrusted.checked_rows(select_clips(args, config), _warn)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    rows = select_clips(args, config)
+    rows, _ = _usable_rows(args, config)
     if args.json:
         json.dump([clip_json(r) for r in rows], sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -79,28 +94,33 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'CAMERA':<12} {'START':<29} {'DURATION':>8} {'SIZE':>10}  {'STATE':<9} PATH")
     for r in rows:
-        print(f"{r.camera:<12} {iso(r.start):<29} {r.duration:>7.1f}s {r.size:>10}  {r.state:<9} {r.path}")
+        print(f"{escape_controls(r.camera):<12} {iso(r.start):<29} {r.duration:>7.1f}s {r.size:>10}  "
+              f"{escape_controls(r.state):<9} {r.path}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from camrec.export import remux_encrypted
+    from camrec.export import OutputError, remux_encrypted
 
     config = load_config(args.config)
     identities, _ = load_identities(args)
-    rows = [r for r in select_clips(args, config) if r.state in ("complete", "partial")]
+    rows, hostile = _usable_rows(args, config)
+    rows = [r for r in rows if r.state in ("complete", "partial")]
+    root = Path(config.storage.path)
     out_dir = Path(args.output)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StorageError(f"cannot create {out_dir}: {exc.strerror}") from None
+    _refuse_output_in_store(out_dir, root)
     if not rows:
         print("camrec: no clips match", file=sys.stderr)
-        return 0
-    root = Path(config.storage.path)
-    todo = [r for r in rows if args.force or not (out_dir / _export_name(r.path)).exists()]
+        return _hostile_rows(hostile)
+    _probe_writable(out_dir)
+    protected = _protected_files(args.identity, args.passphrase_file)
+    todo = [r for r in rows if args.force or not os.path.lexists(out_dir / _export_name(r.path))]
     if todo:
         # Before any plaintext exists: no audit entry, no export (docs/tamper-evidence.md).
         audit.record("export", files=[r.path for r in todo], recipients=audit.recipients_of(identities),
@@ -110,24 +130,93 @@ def cmd_export(args: argparse.Namespace) -> int:
     bar = tqdm(rows, unit="clip", disable=not sys.stderr.isatty(), file=sys.stderr)
     for row in bar:
         dest = out_dir / _export_name(row.path)
-        if dest.exists() and not args.force:
-            tqdm.write(f"{dest}: exists, skipped (use --force to replace)", file=sys.stderr)
-            continue
         try:
-            result = remux_encrypted(root / row.path, identities, dest)
-        except IdentityError:
-            raise  # the wrong key fails every clip the same way: stop at the first
+            if os.path.lexists(dest):
+                if not args.force:
+                    tqdm.write(f"{dest}: exists, skipped (use --force to replace)", file=sys.stderr)
+                    continue
+                _refuse_protected(dest, protected, "an identity or passphrase file")
+            src = os.fdopen(untrusted.open_file(root, row.path), "rb")
+        except OSError as exc:
+            error: CamrecError = StorageError(f"cannot read {row.path}: {exc.strerror or exc}")
+        except untrusted.UnsafeFileError as exc:
+            error = untrusted.UnsafeFileError(f"{row.path}: {exc.message}")
         except CamrecError as exc:
-            tqdm.write(f"camrec: error: {row.path}: {exc.message}", file=sys.stderr)
-            first_error = first_error or exc
-            continue
-        exported += 1
-        note = " (cut short by a crash: exported its complete part)" if result.truncated else ""
-        tqdm.write(f"{dest} ({result.duration:.1f}s){note}", file=sys.stdout)
+            error = exc
+        else:
+            try:
+                result = remux_encrypted(root / row.path, identities, dest, src_file=src)
+            except (IdentityError, OutputError):
+                raise  # the wrong key, or an unwritable output, fails every clip the same way: stop
+            except CamrecError as exc:
+                error = exc
+            else:
+                exported += 1
+                note = " (cut short by a crash: exported its complete part)" if result.truncated else ""
+                tqdm.write(f"{dest} ({result.duration:.1f}s){note}", file=sys.stdout)
+                continue
+        message = error.message if error.message.startswith(row.path) else f"{row.path}: {error.message}"
+        tqdm.write(f"camrec: error: {escape_controls(message)}", file=sys.stderr)
+        first_error = first_error or error
     print(f"camrec: exported {exported} of {len(rows)} clip(s) to {out_dir}", file=sys.stderr)
     if first_error is not None:
         raise first_error
+    return _hostile_rows(hostile)
+
+
+def _hostile_rows(n: int) -> int:
+    """Rows that are not clip paths were skipped (and each reported): the store is not what
+    camrec wrote, which the exit code says (7) even when everything else went well."""
+    if n:
+        raise IntegrityError(f"{n} index row(s) skipped: their paths are not clip paths (the index was altered)",
+                             hint="run `camrec verify`; see docs/tamper-evidence.md")
     return 0
+
+
+def _refuse_output_in_store(out_dir: Path, root: Path) -> None:
+    """Plaintext never goes into the store: it would sit beside the ciphertext it came from."""
+    with contextlib.suppress(OSError):
+        if out_dir.resolve().is_relative_to(root.resolve()):
+            raise UsageError(f"refusing to export into the storage directory {root}",
+                             hint="choose an output directory outside the store with -o")
+
+
+def _probe_writable(out_dir: Path) -> None:
+    """Fails once, clearly, for an output directory nothing can be written to (read-only, full)."""
+    from camrec.export import create_private
+
+    probe = out_dir / f".camrec-probe.{os.getpid()}"
+    try:
+        os.close(create_private(probe))
+        probe.unlink()
+    except OSError as exc:
+        raise StorageError(f"cannot write to {out_dir}: {exc.strerror or exc}",
+                           hint="nothing was exported; choose a writable output directory with -o") from None
+
+
+def _protected_files(identities: list[str] | None, passphrase_file: str | None,
+                     inputs: tuple[str, ...] = ()) -> dict[tuple[int, int], str]:
+    """(st_dev, st_ino) of the files an output must never replace, even with --force: the
+    identity files, the passphrase file and the inputs. Compared by inode, so a symlink or hard
+    link to one of them is caught too."""
+    out: dict[tuple[int, int], str] = {}
+    for kind, names in (("identity file", identities or []), ("passphrase file", [passphrase_file] if
+                        passphrase_file else []), ("input", list(inputs))):
+        for name in names:
+            with contextlib.suppress(OSError):
+                st = os.stat(name)
+                out[(st.st_dev, st.st_ino)] = f"the {kind} {name}"
+    return out
+
+
+def _refuse_protected(dest: Path, protected: dict[tuple[int, int], str], what: str) -> None:
+    try:
+        st = os.stat(dest)  # follows a symlink: the file it leads to is the one at stake
+    except OSError:
+        return
+    if (name := protected.get((st.st_dev, st.st_ino))) is not None:
+        raise UsageError(f"refusing to write {dest}: it is {name}", hint=f"never replaced, not even with --force "
+                         f"(it is {what}); choose another output")
 
 
 def _export_name(video_rel: str) -> str:
@@ -139,9 +228,12 @@ def _export_name(video_rel: str) -> str:
 def cmd_decrypt(args: argparse.Namespace) -> int:
     from camrec.crypto.passphrase import LazyScryptIdentity
 
+    dest = None if args.output in (None, "-") else Path(args.output)
+    if dest is not None:
+        _check_output(dest, args)
     identities, passphrases = load_identities(args)
-    # Before any plaintext exists: the owner's decryptions leave a trace (a camrec store's own log
-    # when the file lies in one, else the per-user log).
+    # Before any plaintext exists: the owner's decryptions leave a trace (the per-user log; and the
+    # live store's own log when the file lies in one).
     audit.record("decrypt", files=[] if args.file == "-" else [args.file],
                  recipients=audit.recipients_of(identities))
     # Asks for a passphrase only if the file turns out to have an scrypt stanza (as `age -d`).
@@ -158,26 +250,27 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot open {args.file}: {exc.strerror}") from None
     try:
-        if args.output in (None, "-"):
+        if dest is None:
             if sys.stdout.isatty():
                 raise UsageError("refusing to write video to a terminal", hint="use -o FILE or a pipe")
             _decrypt_to(src, identities, sys.stdout.buffer, name, None, args, lazy)
             return 0
-        dest = Path(args.output)
-        if dest.is_dir():
-            raise UsageError(f"{dest} is a directory", hint="-o takes the output file's name")
+        from camrec.export import create_private
+
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
         try:
-            with open(tmp, "xb") as out:
+            with os.fdopen(create_private(tmp), "wb") as out:
                 try:
                     _decrypt_to(src, identities, out, name, dest, args, lazy)
                 except TruncatedError:
                     if not args.salvage:
                         raise
-                    _commit(out, tmp, dest)  # the salvaged prefix is the output
+                    _commit(out, tmp, dest, args.force)  # the salvaged prefix is the output
                     raise
-                _commit(out, tmp, dest)
-        except FileExistsError:
+                _commit(out, tmp, dest, args.force)
+        except FileExistsError as exc:
+            if exc.filename == str(dest) or exc.filename2 == str(dest):
+                raise UsageError(f"{dest} already exists", hint="use --force to replace it") from None
             raise UsageError(f"temporary file {tmp} already exists", hint="remove it and try again") from None
         except OSError as exc:
             raise StorageError(f"cannot write {dest}: {exc.strerror or exc}") from None
@@ -190,10 +283,28 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
             src.close()
 
 
-def _commit(out: Any, tmp: Path, dest: Path) -> None:
+def _check_output(dest: Path, args: argparse.Namespace) -> None:
+    """Before anything is decrypted: -o must not name a directory, an identity file or the input
+    (never, even with --force), nor an existing file without --force."""
+    if dest.is_dir():
+        raise UsageError(f"{dest} is a directory", hint="-o takes the output file's name")
+    inputs = () if args.file == "-" else (args.file,)
+    _refuse_protected(dest, _protected_files(args.identity, args.passphrase_file, inputs),
+                      "an input of this command")
+    if os.path.lexists(dest) and not args.force:
+        raise UsageError(f"{dest} already exists", hint="use --force to replace it")
+
+
+def _commit(out: Any, tmp: Path, dest: Path, force: bool) -> None:
+    """Puts the finished temporary file in place. Without --force by a hard link, which fails if
+    `dest` appeared meanwhile; with it, by rename, which replaces a link rather than writing
+    through it."""
     out.flush()
     os.fsync(out.fileno())
-    os.replace(tmp, dest)
+    if force:
+        os.replace(tmp, dest)
+    else:
+        os.link(tmp, dest)
 
 
 def _decrypt_to(src: Any, identities: list[Any], out: Any, name: str, dest: Path | None,

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from camrec import audit
 from camrec.commands.common import add_passphrase_file, add_selection, load_config, load_identities, select_clips
-from camrec.errors import CamrecError, IdentityError, UsageError
+from camrec.errors import CamrecError, IdentityError, StorageError, UsageError
+from camrec.store import untrusted
 
 ORDER = 40
 REKEY_STATES = ("complete", "partial")
@@ -71,7 +73,9 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     if not any(str(i.recipient()) in new_set for i in identities):
         print("camrec: warning: none of the identities given with -i is among the new recipients; make sure "
               "someone holds an identity for them, or the clips become unreadable", file=sys.stderr)
-    rows = select_clips(args, config)
+    # Rows whose paths are not clip paths are reported and left alone (camrec/store/untrusted.py).
+    untrusted.check_metadata(Path(config.storage.path))
+    rows, _ = untrusted.checked_rows(select_clips(args, config), lambda m: print(m, file=sys.stderr))
     todo = [r for r in rows if r.state in REKEY_STATES]
     skipped = len(rows) - len(todo)
     root = Path(config.storage.path)
@@ -79,6 +83,11 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     done = missing = 0
     failures: list[CamrecError] = []
     with storage_lock(root):
+        # Re-keying unwraps every file key (which opens the clip as well as a decryption does):
+        # audited like a decrypt, before the first header is opened (docs/tamper-evidence.md).
+        if files:
+            audit.record("rekey", files=[rel for _, rel in files], recipients=audit.recipients_of(identities),
+                         storage_root=root)
         index = None if args.dry_run else ClipIndex(root / layout.INDEX_NAME)
         # Opened before any file changes, so a store whose manifest (or device key) we can't use
         # fails with nothing touched (docs/tamper-evidence.md, M4).
@@ -92,8 +101,19 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                 for rel in rels:
                     bar.update(1)
                     path = root / rel
-                    if not path.is_file():
+                    try:
+                        # Only a regular file reached without a link (never re-key through one).
+                        untrusted.check_file(root, rel)
+                    except FileNotFoundError:
                         missing += 1  # retention may have removed it meanwhile
+                        continue
+                    except OSError as exc:
+                        failures.append(StorageError(f"cannot read {rel}: {exc.strerror or exc}"))
+                        tqdm.write(f"camrec: error: {rel}: {exc.strerror or exc}", file=sys.stderr)
+                        continue
+                    except untrusted.UnsafeFileError as exc:
+                        failures.append(untrusted.UnsafeFileError(f"{rel}: {exc.message}"))
+                        tqdm.write(f"camrec: error: {rel}: {exc.message}", file=sys.stderr)
                         continue
                     try:
                         result = rekey_file(path, identities, recipients, dry_run=args.dry_run,

@@ -11,6 +11,7 @@ from typing import Any
 
 from camrec.commands.common import add_passphrase_file, load_config, load_identities
 from camrec.errors import IntegrityError, StorageError
+from camrec.printable import escape_controls
 
 ORDER = 40
 
@@ -76,7 +77,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         for f in report.findings:
-            print(f"{f.kind:<17} {f.path or '-'}: {f.detail}")
+            print(f"{f.kind:<17} {escape_controls(f.path or '-')}: {escape_controls(f.detail)}")
         what = "sizes checked" if args.quick else f"{report.bytes_hashed / 1e6:.1f} MB hashed"
         if report.decrypted:
             what += f", {report.decrypted} file(s) decrypted"
@@ -111,32 +112,38 @@ def cmd_audit(args: argparse.Namespace) -> int:
         path = Path(args.log) if args.log else audit.state_log_path()
     heads = parse_heads(args.expect_head)
     chk = audit.read(path, heads)
-    problems = [f"{path}:{n}: {detail}" for n, detail in chk.problems]
-    problems += [f"{path}: {p}" for p in chk.head_problems]
+    # Everything in a log is text someone else may have written: escaped before it is printed.
+    shown = escape_controls(path)
+    problems = [f"{shown}:{n}: {escape_controls(detail)}" for n, detail in chk.problems]
+    problems += [f"{shown}: {escape_controls(p)}" for p in chk.head_problems]
     entries = [line.entry for line in chk.lines if line.entry is not None]
     if args.json:
         json.dump(entries, sys.stdout, indent=1)
         sys.stdout.write("\n")
     elif not entries:
-        print(f"camrec: no audit entries in {path}", file=sys.stderr)
+        print(f"camrec: no audit entries in {shown}", file=sys.stderr)
     else:
         print(f"{'SEQ':>5} {'TIME':<29} {'WHO':<24} {'EVENT':<8} {'FILES':>5}  FIRST FILE / RECIPIENTS")
         for e in entries:
-            files = e.get("files") or []
-            who = f"{e.get('user')}@{e.get('host')}"
-            event = e.get("event") or e.get("kind", "?")
-            print(f"{e.get('seq', '?'):>5} {_local(e.get('time'), iso):<29} {who:<24.24} {event:<8} {len(files):>5}  "
-                  f"{files[0] if files else '-'}  {', '.join(_short(r) for r in e.get('recipients') or [])}")
+            files = e.get("files")
+            files = files if isinstance(files, list) else []
+            recipients = e.get("recipients")
+            recipients = recipients if isinstance(recipients, list) else []
+            who = escape_controls(f"{e.get('user')}@{e.get('host')}")
+            event = escape_controls(e.get("event") or e.get("kind", "?"))
+            print(f"{escape_controls(e.get('seq', '?')):>5} {escape_controls(_local(e.get('time'), iso)):<29} "
+                  f"{who:<24.24} {event:<8} {len(files):>5}  {escape_controls(files[0] if files else '-')}  "
+                  f"{escape_controls(', '.join(_short(str(r)) for r in recipients))}")
     if entries and not args.json:
-        print(f"audit head {chk.head[0]}:{chk.head[1]} ({path})")
+        print(f"audit head {chk.head[0]}:{chk.head[1]} ({shown})")
     if chk.torn is not None:
-        print(f"camrec: note: {path} ends in an unfinished line ({len(chk.torn)} bytes; a crash); "
+        print(f"camrec: note: {shown} ends in an unfinished line ({len(chk.torn)} bytes; a crash); "
               "the next entry cuts it", file=sys.stderr)
     if problems:
         if args.verify:
             for p in problems:
                 print(f"chain-break {p}", file=sys.stderr if args.json else sys.stdout)
-            raise IntegrityError(f"the audit log {path} was altered ({len(problems)} problem(s))",
+            raise IntegrityError(f"the audit log {shown} was altered ({len(problems)} problem(s))",
                                  hint="someone edited, removed or reordered entries")
         print(f"camrec: warning: the audit log's hash chain is broken ({len(problems)} problem(s)); "
               "run with --verify for details", file=sys.stderr)

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,6 +202,11 @@ def load_or_create_signing_key(root: Path) -> Ed25519PrivateKey:
 # --- appending ------------------------------------------------------------------------------
 
 
+class ChainFileRefused(StorageError):
+    """The chain file is not one camrec may write: a link, not a regular file, or not the
+    owner a subclass requires (see ChainWriter._refusal)."""
+
+
 class ChainWriter:
     """Appends entries to a hash-chained JSON-lines file; safe against crashes and other writers.
 
@@ -223,6 +230,14 @@ class ChainWriter:
         self.seq = 0
         self.prev = GENESIS
 
+    # Subclasses (the audit logs) tighten what an opened file must be, and may forbid creating it.
+    create_missing = True
+
+    def _refusal(self, st: os.stat_result) -> str | None:
+        """Why the opened file must not be written (None: it may). Only a regular file is:
+        a FIFO would block or swallow entries, and a device is nobody's log."""
+        return None if stat.S_ISREG(st.st_mode) else "not a regular file"
+
     def _open(self) -> int:
         if self._fd is not None and not self._same_file(self._fd):
             # Replaced or removed behind our back (it is a file anyone with access can move):
@@ -232,10 +247,30 @@ class ChainWriter:
             self._fd = None
             self._reset()
         if self._fd is None:
-            existed = self.path.exists()
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, self._mode)
-            if not existed:
-                with contextlib.suppress(OSError):  # not ours (another user's file): keep its mode
+            # Never through a link (O_NOFOLLOW): whoever can write the directory could point the
+            # name at a file of the writer's (a ~/.bashrc) and have lines appended to it or, by
+            # the torn-tail repair, truncated. O_NONBLOCK: a FIFO in its place can't hang open().
+            flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+            created = False
+            try:
+                try:  # O_EXCL: `created` is true only for a file this writer made
+                    fd = os.open(self.path, flags | (os.O_CREAT | os.O_EXCL if self.create_missing else 0), self._mode)
+                    created = self.create_missing
+                except FileExistsError:
+                    fd = os.open(self.path, flags)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise ChainFileRefused(f"{self.path} is a symbolic link: not written through") from None
+                if exc.errno == errno.ENOENT and not self.create_missing:
+                    raise ChainFileRefused(f"{self.path} does not exist") from None
+                raise
+            reason = self._refusal(os.fstat(fd))
+            if reason is not None:
+                os.close(fd)
+                raise ChainFileRefused(f"{self.path}: {reason}: not written")
+            os.set_blocking(fd, True)
+            if created:
+                with contextlib.suppress(OSError):  # exact mode whatever the umask
                     os.fchmod(fd, self._mode)
                 fsync_dir(self.path.parent)
             self._fd = fd
@@ -275,6 +310,9 @@ class ChainWriter:
         if not rest:
             return None
         # Only a crash leaves an unterminated last line (writers append whole lines under the lock).
+        # Cutting it changes the file: checked again on this very descriptor right before.
+        if (reason := self._refusal(os.fstat(fd))) is not None:
+            raise ChainFileRefused(f"{self.path}: {reason}: its torn last line is not cut")
         os.ftruncate(fd, self._end)
         os.fsync(fd)
         log.warning("%s: removed a torn last line (%d bytes) left by a crash", self.path, len(rest))
