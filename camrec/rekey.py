@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,11 +114,15 @@ def rekey_file(path: Path, identities: Sequence[Identity], recipients: Sequence[
     caller that knows no other rekey runs (it holds the storage lock, see `storage_lock`).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # Never through a link, never blocking on a FIFO planted under a clip's name.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise StorageError(f"cannot open {path}: {exc.strerror}") from None
     try:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StorageError(f"{path} is not a regular file; not re-keyed")
+        os.set_blocking(fd, True)
         with os.fdopen(os.dup(fd), "rb", buffering=0) as f:
             src = ByteSource(f)
             if src.peek(len(BEGIN)) == BEGIN:

@@ -52,6 +52,11 @@ def sibling(relpath: str, suffix: str) -> str:
     return relpath[: -len(VIDEO_SUFFIX)] + suffix
 
 
+def sibling_of(rel: str, video: str) -> bool:
+    """True if `rel` is one of the files of the clip whose video is `video`."""
+    return any(rel == sibling(video, suffix) for suffix in CLIP_SUFFIXES)
+
+
 def parse_video_name(name: str) -> tuple[str, float] | None:
     """(camera, start epoch seconds) from a video file name, or None if it isn't one of ours."""
     if not name.endswith(VIDEO_SUFFIX):
