@@ -234,9 +234,7 @@ def scan_clip_tree(root: Path) -> ClipTree:
                     tree.files[child] = entry.stat(follow_symlinks=False).st_size
                     if child.endswith(VIDEO_SUFFIX):
                         tree.videos.append(child)
-            elif depth > 0 or any(entry.name.startswith(n) for n in (INDEX_NAME, *_TOP_NAMES)):
-                # Top level: only special files posing as the store's own files matter here;
-                # below it, anything that is not a directory or a regular file.
+            else:  # a link, FIFO, socket or device, at any level
                 tree.refused.append((child, describe_kind(mode)))
 
     walk(root, "", 0)
@@ -244,7 +242,6 @@ def scan_clip_tree(root: Path) -> ClipTree:
     return tree
 
 
-_TOP_NAMES = ("manifest.jsonl", "device-signing.", "audit.jsonl", "status.json")
 _warned: set[str] = set()
 
 
