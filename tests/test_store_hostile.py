@@ -9,6 +9,7 @@ import re
 import signal
 import sqlite3
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -150,3 +151,32 @@ def test_index_that_is_a_symlink_is_kept_aside_not_followed(tmp_path):
     assert (root / layout.INDEX_NAME).is_file() and not (root / layout.INDEX_NAME).is_symlink()
     kept = [p for p in root.iterdir() if p.name.startswith(layout.INDEX_NAME + ".damaged-")]
     assert len(kept) == 1 and kept[0].is_symlink()
+
+
+def _finishes(fn, seconds: float = 10.0) -> None:
+    done = threading.Event()
+
+    def run() -> None:
+        fn()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(seconds), "blocked (a FIFO was opened)"
+
+
+def test_fifo_at_an_open_clips_sidecar_names_neither_blocks_nor_is_removed(store):
+    clip = store.open_clip("cam", 1_700_000_000.0)
+    clip.write(b"\0" * 100_000, 1_700_000_001.0)
+    fifos = [store.root / layout.sibling(clip.rel, s) for s in (layout.THUMB_SUFFIX, layout.META_SUFFIX)]
+    for fifo in fifos:
+        os.mkfifo(fifo)
+    # Aborting hashes whatever sidecars exist for the manifest's `partial` entry.
+    _finishes(clip.abort)
+    assert all(stat.S_ISFIFO(os.lstat(f).st_mode) for f in fifos)
+    other = store.open_clip("cam", 1_700_000_010.0)
+    other.write(b"\0" * 100_000, 1_700_000_011.0)
+    for s in (layout.THUMB_SUFFIX, layout.META_SUFFIX):
+        os.mkfifo(store.root / layout.sibling(other.rel, s))
+    # Closing writes the sidecars with O_EXCL: the planted names are skipped, the clip is kept.
+    row = other.close(1_700_000_012.0, thumbnail=b"jpeg", details=b"{}")
+    assert row.state == "complete" and row.thumb is None and row.meta is None

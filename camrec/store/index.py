@@ -138,7 +138,12 @@ class ClipIndex:
             from camrec.store.rebuild import rebuild_index
 
             log.warning("%s; rebuilding it from the clip files and the manifest", reason)
-            self.rebuilt = rebuild_index(path.parent, reason=reason, tag="damaged")
+            try:
+                self.rebuilt = rebuild_index(path.parent, reason=reason, tag="damaged")
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"{reason}, and it cannot be rebuilt: {getattr(exc, 'strerror', None) or exc}",
+                                   hint="free space on the storage disk, or check its owner and permissions; "
+                                        "then restart camrec") from None
             self._connect()
 
     def _open_readonly(self) -> None:
