@@ -222,7 +222,15 @@ class ClipIndex:
             ident = None
         except OSError as exc:
             raise StorageError(f"cannot reach the clip index {self.path}: {exc.strerror or exc}") from None
-        if ident == self._ident:
+        if ident == self._ident or self._ident is None:
+            return
+        try:
+            moved = os.stat(self.path.parent).st_dev != self._ident[0]
+        except OSError:
+            moved = True
+        if moved:
+            # The storage disk was unmounted: the path now leads into another filesystem (the root
+            # one), which must not get a new index (Store.check_mount stops the clips, invariant I7).
             return
         log.warning("the clip index %s was %s outside camrec; writing its rows to a new file there",
                     self.path, "removed" if ident is None else "replaced")
