@@ -169,3 +169,36 @@ def test_index_deleted_while_the_daemon_runs_keeps_every_clip_on_disk(tmp_path):
     assert first[0]["path"] in {r["path"] for r in rows}
     assert "was removed outside camrec" in d.log.read_text()
     assert "Traceback" not in d.log.read_text()
+
+
+@pytest.mark.skipif(AGE is None, reason="needs the age binary")
+def test_rekey_finds_sidecars_by_name_when_the_index_does_not_list_them(setup):
+    """What an index rebuilt from file names alone (or adopted rows before this fix) looks like:
+    rows without thumbnail or details. The revoked key must still lose every file of the clip."""
+    import sqlite3
+
+    s = setup
+    with sqlite3.connect(s["root"] / layout.INDEX_NAME) as db:
+        db.execute("UPDATE clips SET thumb = NULL, meta = NULL, state = 'partial', end = start")
+    db.close()
+    new = X25519Identity.generate()
+    new_key = s["tmp"] / "new.key"
+    new_key.write_text(identity_file_text(new))
+    recipients = s["tmp"] / "recipients.txt"
+    recipients.write_text(f"{new.recipient()}\n")
+    proc = camrec("rekey", "-c", str(s["cfg"]), "-i", str(s["key"]), "--recipients", str(recipients))
+    assert proc.returncode == 0, proc.stderr
+    assert "re-keyed 6 file(s) of 2 clip(s)" in proc.stderr
+    for path in sorted(s["root"].rglob("*.age")):
+        old = subprocess.run([AGE, "-d", "-i", str(s["key"]), str(path)], capture_output=True, timeout=60)
+        assert old.returncode != 0, f"the revoked key still opens {path.name}"
+        assert subprocess.run([AGE, "-d", "-i", str(new_key), str(path)], capture_output=True,
+                              timeout=60).returncode == 0
+    # The rekey entries list the sidecars and keep the recorded durations (not the row's 0 s).
+    proc = camrec("verify", "-c", str(s["cfg"]))
+    assert proc.returncode == 0 and "orphan" not in proc.stdout, proc.stdout
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{s['root'] / layout.INDEX_NAME}{suffix}").unlink(missing_ok=True)
+    assert camrec("index", "rebuild", "-c", str(s["cfg"])).returncode == 0
+    rebuilt, _ = listing(s["cfg"])
+    assert all(c["duration"] > 3 and c["thumbnail"] and c["details"] and c["state"] == "complete" for c in rebuilt)
