@@ -202,3 +202,22 @@ def test_rekey_finds_sidecars_by_name_when_the_index_does_not_list_them(setup):
     assert camrec("index", "rebuild", "-c", str(s["cfg"])).returncode == 0
     rebuilt, _ = listing(s["cfg"])
     assert all(c["duration"] > 3 and c["thumbnail"] and c["details"] and c["state"] == "complete" for c in rebuilt)
+
+
+def test_recorder_start_with_a_deleted_index_rebuilds_instead_of_adopting_partials(setup):
+    from camrec.store.writer import Store
+
+    s = setup
+    before, _ = listing(s["cfg"])
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{s['root'] / layout.INDEX_NAME}{suffix}").unlink(missing_ok=True)
+    store = Store(s["root"], [s["owner"].recipient()])
+    try:
+        assert store.index.rebuilt is not None
+        counts = store.reconcile()
+    finally:
+        store.close()
+    assert counts["adopted"] == 0 and counts["recorded"] == 0
+    after, _ = listing(s["cfg"])
+    assert comparable(after) == comparable(before)
+    assert camrec("verify", "-c", str(s["cfg"])).returncode == 0
