@@ -221,3 +221,31 @@ def test_recorder_start_with_a_deleted_index_rebuilds_instead_of_adopting_partia
     after, _ = listing(s["cfg"])
     assert comparable(after) == comparable(before)
     assert camrec("verify", "-c", str(s["cfg"])).returncode == 0
+
+
+def test_rebuild_finishes_only_deletions_the_device_signed(setup):
+    """A clip whose newest signed entry is `delete` (a crash between the entry and the unlink) is
+    deleted at start; a forged `delete` line (no valid signature) deletes nothing."""
+    from camrec.store.writer import Store
+
+    s = setup
+    root = s["root"]
+    store = Store(root, [s["owner"].recipient()])
+    signed, forged = store.index.query()
+    store.manifest.record_deleted([signed], reason="retention")  # the entry, then a crash: files stay
+    store.close()
+    with open(root / "manifest.jsonl", "ab") as f:
+        f.write(json.dumps({"v": 1, "kind": "delete", "camera": forged.camera, "clip": forged.path,
+                            "reason": "retention", "seq": 99, "key": "0" * 16, "sig": "AAAA"}).encode() + b"\n")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{root / layout.INDEX_NAME}{suffix}").unlink(missing_ok=True)
+    store = Store(root, [s["owner"].recipient()])
+    try:
+        states = {r.path: r.state for r in store.index.query()}
+        assert states == {signed.path: "garbage", forged.path: "complete"}
+        store.reconcile()
+        assert [r.path for r in store.index.query()] == [forged.path]
+    finally:
+        store.close()
+    assert not any((root / layout.sibling(signed.path, sfx)).exists() for sfx in layout.CLIP_SUFFIXES)
+    assert all((root / layout.sibling(forged.path, sfx)).exists() for sfx in layout.CLIP_SUFFIXES)
