@@ -73,6 +73,9 @@ def test_fifo_symlinks_and_a_symlinked_camera_dir_in_a_running_daemon(tmp_path):
         d.wait_for(lambda rows: any(r["camera"] == "front" and r["state"] == "complete" for r in rows), 45,
                    "a complete clip of the healthy camera")
         time.sleep(1.0)  # `back` has had motion too by now, and tried to open its clip
+        back = d.status()["cameras"]["back"]
+        assert "refusing to write camera back's clips" in (back["storage_error"] or ""), back
+        assert d.status()["cameras"]["front"]["storage_error"] is None
         t1 = time.monotonic()
         assert d.stop(signal.SIGTERM) == 0
         assert time.monotonic() - t1 < 20

@@ -67,19 +67,24 @@ def open_index(config: Any) -> Any:
     from camrec.store.rebuild import RowsView, clip_rows, device_public_key
 
     root = Path(config.storage.path)
-    index = None
     try:
         index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
-        index.query(states=("garbage",))  # reads the schema and a page: damage shows here
-        return index
     except IndexDamaged as exc:
-        index.close() if index is not None else None
         why = exc.message
     except StorageError as exc:
-        index.close() if index is not None else None
         if (root / layout.INDEX_NAME).exists() or not root.is_dir() or not layout.iter_video_files(root):
             raise
         why = exc.message
+    else:
+        try:
+            index.query(states=("garbage",))  # reads the schema and a page: damage shows here
+            return index
+        except IndexDamaged as exc:
+            index.close()
+            why = exc.message
+        except BaseException:
+            index.close()
+            raise
     rows, _, used = clip_rows(root, device_public_key(root))
     print(f"camrec: warning: {why}; listing from the clip files"
           + (" and the signed manifest" if used else " (no usable manifest: no durations)"), file=sys.stderr)
