@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from camrec.errors import UsageError
+from camrec.errors import StorageError, UsageError
 
 
 def iso(t: float) -> str:
@@ -57,10 +58,38 @@ def add_selection(s: argparse.ArgumentParser) -> None:
 
 
 def open_index(config: Any) -> Any:
+    """The store's index, read-only. When it is damaged (or missing while clips exist), the rows
+    are computed from the clip files and the signed manifest instead, read-only, with a warning:
+    `list` and `export` keep working on a copy whose index an SD card damaged
+    (docs/storage.md, "Rebuilding the index")."""
     from camrec.store import layout
-    from camrec.store.index import ClipIndex
+    from camrec.store.index import REBUILD_HINT, ClipIndex, IndexDamaged
+    from camrec.store.rebuild import RowsView, clip_rows, device_public_key
 
-    return ClipIndex(Path(config.storage.path) / layout.INDEX_NAME, readonly=True)
+    root = Path(config.storage.path)
+    try:
+        index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
+    except IndexDamaged as exc:
+        why = exc.message
+    except StorageError as exc:
+        if (root / layout.INDEX_NAME).exists() or not root.is_dir() or not layout.iter_video_files(root):
+            raise
+        why = exc.message
+    else:
+        try:
+            index.query(states=("garbage",))  # reads the schema and a page: damage shows here
+            return index
+        except IndexDamaged as exc:
+            index.close()
+            why = exc.message
+        except BaseException:
+            index.close()
+            raise
+    rows, _, used = clip_rows(root, device_public_key(root))
+    print(f"camrec: warning: {why}; listing from the clip files"
+          + (" and the signed manifest" if used else " (no usable manifest: no durations)"), file=sys.stderr)
+    print(f"camrec: hint: {REBUILD_HINT}", file=sys.stderr)
+    return RowsView(rows)
 
 
 def select_clips(args: argparse.Namespace, config: Any) -> list[Any]:

@@ -56,7 +56,49 @@ def _open_manifest(root: Path) -> Any:
 
 
 def _clip_size(root: Path, rels: list[str]) -> int:
-    return sum((root / rel).stat().st_size for rel in rels if (root / rel).is_file())
+    from camrec.store import layout
+
+    return sum(layout.regular_size(root, rel) or 0 for rel in rels)
+
+
+def clip_files(root: Path, video: str) -> list[str]:
+    """Every file of a clip, found by name (video, thumbnail, details), not from the index: after a
+    rebuilt or lost index a thumbnail the index doesn't list must still lose the revoked key. Only
+    regular files reached without following a link count; a path that isn't a clip path, none."""
+    from camrec.store import layout
+
+    if layout.parse_relpath(video) is None or not video.endswith(layout.VIDEO_SUFFIX):
+        return []
+    rels = [layout.sibling(video, suffix) for suffix in layout.CLIP_SUFFIXES]
+    return [rel for rel in rels if layout.regular_size(root, rel) is not None]
+
+
+def _open_index(root: Path) -> Any:
+    """The index, to update sizes; None if it is damaged or gone (the next rebuild takes the sizes
+    from the files, and the manifest entries this rekey writes)."""
+    from camrec.store import layout
+    from camrec.store.index import ClipIndex
+
+    path = root / layout.INDEX_NAME
+    if not path.exists() or path.is_symlink():
+        return None
+    try:
+        return ClipIndex(path, rebuild=False)
+    except CamrecError as exc:
+        print(f"camrec: warning: {exc.message}; re-keying without updating it", file=sys.stderr)
+        return None
+
+
+def _record(manifest: Any, row: Any, rels: list[str]) -> None:
+    """A `rekey` entry listing every file re-keyed, with the clip's times as its manifest already
+    says them (a row rebuilt from file names alone has no duration: it must not erase it)."""
+    from camrec.store.rebuild import parse_time
+
+    last = manifest.latest(row.path) or {}
+    start = parse_time(last.get("start"))
+    end = parse_time(last.get("end"))
+    manifest.record_closed(row.camera, row.path, start=row.start if start is None else start,
+                           end=row.end if end is None else end, kind="rekey", files=rels)
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:
@@ -64,7 +106,6 @@ def cmd_rekey(args: argparse.Namespace) -> int:
 
     from camrec.rekey import rekey_file, storage_lock
     from camrec.store import layout
-    from camrec.store.index import ClipIndex
 
     config = load_config(args.config)
     recipients = read_recipients(args.recipients)
@@ -79,23 +120,31 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     todo = [r for r in rows if r.state in REKEY_STATES]
     skipped = len(rows) - len(todo)
     root = Path(config.storage.path)
-    files = [(row, rel) for row in todo for rel in (row.path, row.thumb, row.meta) if rel]
+    by_clip = {row.path: clip_files(root, row.path) for row in todo}
+    total = sum(len(rels) for rels in by_clip.values())
     done = missing = 0
     failures: list[CamrecError] = []
     with storage_lock(root):
         # Re-keying unwraps every file key (which opens the clip as well as a decryption does):
         # audited like a decrypt, before the first header is opened (docs/tamper-evidence.md).
-        if files:
-            audit.record("rekey", files=[rel for _, rel in files], recipients=audit.recipients_of(identities),
-                         storage_root=root)
-        index = None if args.dry_run else ClipIndex(root / layout.INDEX_NAME)
+        if total:
+            audit.record("rekey", files=[rel for rels in by_clip.values() for rel in rels],
+                         recipients=audit.recipients_of(identities), storage_root=root)
+        index = None if args.dry_run else _open_index(root)
         # Opened before any file changes, so a store whose manifest (or device key) we can't use
         # fails with nothing touched (docs/tamper-evidence.md, M4).
         manifest = None if args.dry_run else _open_manifest(root)
         try:
-            bar = tqdm(total=len(files), unit="file", disable=not sys.stderr.isatty(), file=sys.stderr)
+            bar = tqdm(total=total, unit="file", disable=not sys.stderr.isatty(), file=sys.stderr)
             for row in todo:
-                rels = [rel for rel in (row.path, row.thumb, row.meta) if rel]
+                rels = by_clip[row.path]
+                if not rels:
+                    missing += 1
+                    if layout.parse_relpath(row.path) is None:
+                        failures.append(StorageError(f"{layout.escaped(row.path)}: not a clip path"))
+                        tqdm.write(f"camrec: error: {layout.escaped(row.path)}: not a clip path; skipped",
+                                   file=sys.stderr)
+                    continue
                 changed = False
                 failed_before = len(failures)
                 for rel in rels:
@@ -148,7 +197,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
                     # The signed manifest must learn the new digests, or `camrec verify` reports
                     # the clip as altered. Failing here leaves it so until rekey runs again (M4).
                     try:
-                        manifest.record_row(row, kind="rekey")
+                        _record(manifest, row, rels)
                     except CamrecError as exc:
                         failures.append(exc)
                         tqdm.write(f"camrec: error: {row.path}: re-keyed, but not recorded in the manifest: "

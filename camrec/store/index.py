@@ -13,8 +13,13 @@ States:
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
+import stat
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,10 +27,14 @@ from pathlib import Path
 
 from camrec.errors import StorageError
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
+# A new index is written under this name (+ pid) and renamed into place (camrec/store/rebuild.py).
+INDEX_TMP_PREFIX = ".index.sqlite3.new-"
 STATES = ("recording", "complete", "partial", "missing", "garbage")
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS clips (
     id        INTEGER PRIMARY KEY,
     camera    TEXT NOT NULL,
@@ -59,26 +68,200 @@ class ClipRow:
         return max(0.0, self.end - self.start)
 
 
-class ClipIndex:
-    """Thread-safe access to the index (one connection, one lock: writes are few and small)."""
+# SQLite result codes meaning "this file is not (or no longer) a sound database". Anything else
+# (locked, full disk, I/O error, permissions) is a storage problem, not damage to rebuild from.
+_DAMAGE_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+REBUILD_HINT = ("run `camrec index rebuild -c CONFIG` where the recorder runs (the recorder also rebuilds "
+                "it by itself when it starts); the index is only a cache of the clip files and the manifest")
 
-    def __init__(self, path: Path, readonly: bool = False) -> None:
+
+class IndexDamaged(StorageError):
+    """The index file is unreadable as a database (or is not a regular file): rebuild it."""
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _DAMAGE_CODES
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def _index_error(path: Path, exc: sqlite3.Error, what: str = "clip index") -> StorageError:
+    if _damaged(exc):
+        return IndexDamaged(f"the {what} {path} is damaged ({exc})", hint=REBUILD_HINT)
+    return StorageError(f"{what} {path}: {exc}")
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why the index path can't be the index (a link, FIFO, device…), or None (regular or absent)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StorageError(f"cannot reach the clip index {path}: {exc.strerror or exc}") from None
+    if stat.S_ISREG(st.st_mode):
+        return None
+    from camrec.store.layout import describe_kind
+
+    return f"{path} is {describe_kind(st.st_mode)}, not the clip index"
+
+
+class ClipIndex:
+    """Thread-safe access to the index (one connection, one lock: writes are few and small).
+
+    The index is a cache: the clip files and the signed manifest are the truth. So the writer side
+    (the daemon, `camrec index rebuild`) never stops on a damaged index: with `rebuild` (default),
+    an index that is unreadable, not a regular file, or missing while clip files exist is kept aside
+    and built anew from the files and the manifest (camrec/store/rebuild.py). While open, the path is
+    checked before every transaction: if the file was deleted or replaced, the rows of the open
+    database are copied into a new file at the path instead of going on in an unlinked inode."""
+
+    def __init__(self, path: Path, readonly: bool = False, rebuild: bool = True) -> None:
         self.path = path
-        try:
-            if readonly:
-                if not path.exists():
-                    raise StorageError(f"no clip index at {path}", hint="has `camrec run` recorded anything yet?")
-                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-            else:
-                self._db = sqlite3.connect(path, check_same_thread=False)
-                # WAL: a crash never corrupts the index, readers (`camrec list`) don't block the
-                # recorder; synchronous=FULL because a row may only exist after its data is durable.
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
-                self._migrate()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the clip index {path}: {exc}") from None
+        self.readonly = readonly
+        self.rebuilt: object | None = None  # the RebuildResult, when opening had to rebuild
         self._lock = threading.Lock()
+        self._ident: tuple[int, int] | None = None
+        if readonly:
+            self._open_readonly()
+            return
+        reason = self._rebuild_reason()
+        if reason is None:
+            try:
+                self._connect()
+            except IndexDamaged as exc:
+                reason = exc.message
+        if reason is not None:
+            if not rebuild:
+                raise IndexDamaged(reason, hint=REBUILD_HINT)
+            from camrec.store.rebuild import rebuild_index
+
+            log.warning("%s; rebuilding it from the clip files and the manifest", reason)
+            try:
+                self.rebuilt = rebuild_index(path.parent, reason=reason, tag="damaged")
+            except (OSError, sqlite3.Error) as exc:
+                raise StorageError(f"{reason}, and it cannot be rebuilt: {getattr(exc, 'strerror', None) or exc}",
+                                   hint="free space on the storage disk, or check its owner and permissions; "
+                                        "then restart camrec") from None
+            self._connect()
+
+    def _open_readonly(self) -> None:
+        path = self.path
+        problem = _file_problem(path)
+        if problem is not None:
+            raise IndexDamaged(problem, hint=REBUILD_HINT)
+        if not path.exists():
+            raise StorageError(f"no clip index at {path}", hint="has `camrec run` recorded anything yet?")
+        try:
+            self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _index_error(path, exc) from None
+
+    def _rebuild_reason(self) -> str | None:
+        problem = _file_problem(self.path)
+        if problem is not None:
+            return problem
+        try:
+            size = self.path.stat().st_size
+            wal = self.path.with_name(self.path.name + "-wal")
+            wal_size = wal.stat().st_size if wal.exists() else 0
+        except FileNotFoundError:
+            size = wal_size = 0
+        except OSError as exc:
+            raise StorageError(f"cannot reach the clip index {self.path}: {exc.strerror or exc}") from None
+        if size or wal_size:
+            return None
+        from camrec.store.layout import scan_clip_tree
+
+        if scan_clip_tree(self.path.parent).videos:
+            return f"the clip index {self.path} is missing (or empty) but the storage holds clips"
+        return None
+
+    def _connect(self) -> None:
+        path = self.path
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise _index_error(path, exc) from None
+        try:
+            # WAL: a crash never corrupts the index, readers (`camrec list`) don't block the
+            # recorder; synchronous=FULL because a row may only exist after its data is durable.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            # Garbage or a truncated file may open fine and fail only on some page later: check
+            # every page now (milliseconds for a year of clips) rather than mid-recording.
+            check = self._db.execute("PRAGMA quick_check").fetchall()
+            if [tuple(r) for r in check] != [("ok",)]:
+                raise sqlite3.DatabaseError(f"quick_check: {check[0][0]}")
+            self._migrate()
+            st = os.lstat(path)
+        except sqlite3.Error as exc:
+            self._db.close()
+            err = _index_error(path, exc)
+            if isinstance(exc, sqlite3.DatabaseError) and str(exc).startswith("quick_check"):
+                err = IndexDamaged(f"the clip index {path} is damaged ({exc})", hint=REBUILD_HINT)
+            raise err from None
+        except StorageError:
+            self._db.close()
+            raise
+        except OSError as exc:
+            self._db.close()
+            raise StorageError(f"cannot reach the clip index {path}: {exc.strerror or exc}") from None
+        self._ident = (st.st_dev, st.st_ino)
+
+    def _follow_file(self) -> None:
+        """Notices an index deleted or replaced under the running daemon (like ChainWriter._same_file)
+        and puts the open database's rows back at the path, so nothing is written into an unlinked
+        inode that nobody will ever read."""
+        try:
+            st = os.lstat(self.path)
+            ident: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            ident = None
+        except OSError as exc:
+            raise StorageError(f"cannot reach the clip index {self.path}: {exc.strerror or exc}") from None
+        if ident == self._ident or self._ident is None:
+            return
+        try:
+            moved = os.stat(self.path.parent).st_dev != self._ident[0]
+        except OSError:
+            moved = True
+        if moved:
+            # The storage disk was unmounted: the path now leads into another filesystem (the root
+            # one), which must not get a new index (Store.check_mount stops the clips, invariant I7).
+            return
+        log.warning("the clip index %s was %s outside camrec; writing its rows to a new file there",
+                    self.path, "removed" if ident is None else "replaced")
+        from camrec.store.rebuild import move_aside, new_index_file
+
+        try:
+            tmp = new_index_file(self.path.parent)
+            try:
+                target = sqlite3.connect(tmp)
+                try:
+                    self._db.backup(target)
+                finally:
+                    target.close()
+                self._db.close()  # checkpoints our WAL into the old inode; its -wal goes away
+                if ident is not None:
+                    kept = move_aside(self.path, "replaced")
+                    log.warning("kept the file found in its place as %s", kept)
+                else:  # our own closed connection's -wal/-shm: replayed into the new file, they'd damage it
+                    for suffix in ("-wal", "-shm"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(f"{self.path}{suffix}")
+                os.replace(tmp, self.path)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            from camrec.store.layout import fsync_dir
+
+            fsync_dir(self.path.parent)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot restore the clip index {self.path}: {exc}") from None
+        self._connect()
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -86,17 +269,19 @@ class ClipIndex:
             raise StorageError(f"{self.path} was written by a newer camrec (schema {version})",
                                hint="upgrade camrec")
         with self._db:
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if not self.readonly:
+                self._follow_file()
             try:
                 with self._db:
                     yield self._db
             except sqlite3.Error as exc:
-                raise StorageError(f"clip index {self.path}: {exc}") from None
+                raise _index_error(self.path, exc) from None
 
     def insert(self, camera: str, start: float, path: str, size: int, state: str = "recording",
                end: float | None = None) -> int:

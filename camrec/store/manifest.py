@@ -90,7 +90,13 @@ def hash_file(path: Path) -> tuple[int, str]:
     h = hashlib.sha256()
     size = 0
     buf = memoryview(bytearray(_HASH_BUF))
-    with open(path, "rb", buffering=0) as f:
+    # Never through a link, never blocking on a FIFO planted under a clip's name (issue 8).
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    os.set_blocking(fd, True)
+    with open(fd, "rb", buffering=0) as f:
         while n := f.readinto(buf):
             h.update(buf[:n])
             size += n

@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,28 +104,42 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _make_dirs(self, rel_dir: Path) -> Path:
-        """Creates <root>/<camera>/<date>/, fsyncing each parent so the new entries survive a crash."""
-        path = self.root
-        for part in rel_dir.parts:
-            child = path / part
-            if not child.is_dir():
-                child.mkdir(mode=_DIR_MODE, exist_ok=True)
-                fsync_dir(path)
-            path = child
-        return path
+    def _make_dirs(self, rel_dir: str, create: bool = True) -> int:
+        """Creates <root>/<camera>/<date>/, fsyncing each parent so the new entries survive a crash,
+        and returns a descriptor of it. Each component is opened with O_NOFOLLOW: a camera or day
+        directory that is a symlink (or anything but a directory) is refused, never written through,
+        so no clip can land outside the storage root."""
+        try:
+            return layout.open_dirs(self.root, rel_dir.split("/"), create=create, mode=_DIR_MODE)
+        except layout.UnsafePath as exc:
+            camera = rel_dir.split("/", 1)[0]
+            raise StorageError(
+                f"{layout.escaped(str(self.root / str(exc.filename)))} is {exc.strerror}: refusing to write "
+                f"camera {camera}'s clips through it",
+                hint="camrec writes only inside the storage directory: replace it with a real directory "
+                     "(or remove it) and restart camrec") from None
+        except OSError as exc:
+            raise _storage_error("create", self.root / rel_dir, exc) from None
+
+    def _create_in_dir(self, rel: str, make_dirs: bool = True) -> int:
+        """Creates a new file (O_EXCL, never through a link) at `rel`; raises FileExistsError if taken."""
+        rel_dir, name = rel.rsplit("/", 1)
+        dfd = self._make_dirs(rel_dir, create=make_dirs)
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, _FILE_MODE,
+                           dir_fd=dfd)
+        finally:
+            os.close(dfd)
 
     def _create_exclusive(self, camera: str, start: float, suffix: str) -> tuple[str, int]:
         for attempt in range(100):
             rel = layout.clip_relpath(camera, start, suffix, attempt)
-            path = self.root / rel
             try:
-                self._make_dirs(Path(rel).parent)
-                return rel, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+                return rel, self._create_in_dir(rel)
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise _storage_error("create", path, exc) from None
+                raise _storage_error("create", self.root / rel, exc) from None
         raise StorageError(f"cannot find a free file name for a {camera} clip at {start}")
 
     def open_clip(self, camera: str, start: float) -> OpenClip:
@@ -140,7 +155,11 @@ class Store:
         data = encrypt_bytes(plaintext, self.recipients)
         path = self.root / rel
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _FILE_MODE)
+            # Next to its video: the directory exists already (if it vanished, so did the storage disk).
+            fd = self._create_in_dir(rel, make_dirs=False)
+        except OSError as exc:  # the name is taken (perhaps by something planted): not ours to remove
+            raise _storage_error("create", path, exc) from None
+        try:
             try:
                 view = memoryview(data)
                 while view:
@@ -149,8 +168,7 @@ class Store:
             finally:
                 os.close(fd)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                path.unlink()
+            self._unlink_files([rel])
             raise _storage_error("write", path, exc) from None
         return rel, len(data)
 
@@ -159,10 +177,19 @@ class Store:
     def reconcile(self) -> dict[str, int]:
         """Makes the index and the files agree after any stop, clean or not. Returns counts."""
         counts = {"partial": 0, "missing": 0, "adopted": 0, "removed": 0, "garbage": 0}
+        # One walk that never follows a link: FIFOs, sockets, devices and symlinks in the tree are
+        # logged (once) and then left alone: not opened, not adopted, not deleted through.
+        tree = layout.scan_clip_tree(self.root)
+        layout.warn_refused(tree, log)
         rows = self.index.query()
         known = {row.path for row in rows}
         for row in rows:
-            exists = (self.root / row.path).is_file()
+            if layout.parse_relpath(row.path) is None:
+                # Not a path camrec writes (`..`, absolute, another layout): the index was edited.
+                log.warning("%s: index row %d has the path %s, which is not a clip path; ignored",
+                            layout.escaped(row.camera), row.id, layout.escaped(row.path))
+                continue
+            exists = row.path in tree.files
             if row.state == "garbage":
                 self._record_deleted([row], "retention")
                 self._unlink_clip(row)
@@ -181,12 +208,15 @@ class Store:
                 self.index.update(row.id, state="missing")
                 counts["missing"] += 1
                 log.warning("%s: clip %s is listed in the index but its file is gone", row.camera, row.path)
-        for rel in layout.iter_video_files(self.root):
+        for rel in tree.videos:
             if rel in known:
                 continue
             parsed = layout.parse_video_name(rel.rsplit("/", 1)[-1])
             assert parsed is not None
-            if not _has_payload(self.root / rel):
+            payload = _has_payload(self.root, rel)
+            if payload is None:
+                continue  # replaced by a link or a FIFO since the walk: leave it alone
+            if not payload:
                 # Created but the header never reached the disk: nothing to salvage.
                 self._unlink_files([rel, layout.sibling(rel, layout.THUMB_SUFFIX),
                                     layout.sibling(rel, layout.META_SUFFIX)])
@@ -207,11 +237,9 @@ class Store:
             log.error("manifest: %s", exc.message)
 
     def _clip_bytes(self, video_rel: str) -> int:
-        total = 0
-        for suffix in layout.CLIP_SUFFIXES:
-            with contextlib.suppress(OSError):
-                total += (self.root / layout.sibling(video_rel, suffix)).stat().st_size
-        return total
+        """Bytes of the clip's regular files (a link or FIFO in their place counts nothing)."""
+        return sum(layout.regular_size(self.root, layout.sibling(video_rel, suffix)) or 0
+                   for suffix in layout.CLIP_SUFFIXES)
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -243,31 +271,72 @@ class Store:
         self.index.delete(row.id)
 
     def _unlink_files(self, rels: list[str]) -> None:
-        dirs = set()
+        """Unlinks clip files, each reached through its directories without following a link; only
+        regular files are removed (a link, FIFO or device in a clip's place is left, and logged)."""
+        by_dir: dict[str, list[str]] = {}
         for rel in rels:
-            path = self.root / rel
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-                dirs.add(path.parent)
-        for d in dirs:
-            fsync_dir(d)
-            # Empty day directories are removed so the tree doesn't grow without bound.
-            with contextlib.suppress(OSError):
-                d.rmdir()
+            if layout.parse_relpath(rel) is None:
+                log.warning("storage: not deleting %s: not a clip path", layout.escaped(rel))
+                continue
+            rel_dir, name = rel.rsplit("/", 1)
+            by_dir.setdefault(rel_dir, []).append(name)
+        for rel_dir, names in by_dir.items():
+            try:
+                dfd = layout.open_dirs(self.root, rel_dir.split("/"))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("storage: not deleting in %s: %s", layout.escaped(rel_dir), exc.strerror or exc)
+                continue
+            try:
+                removed = False
+                for name in names:
+                    try:
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not stat.S_ISREG(st.st_mode):
+                        log.warning("storage: not deleting %s/%s: it is %s", layout.escaped(rel_dir),
+                                    layout.escaped(name), layout.describe_kind(st.st_mode))
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=dfd)
+                        removed = True
+                if removed:
+                    os.fsync(dfd)
+            finally:
+                os.close(dfd)
+            if removed:
+                # Empty day directories are removed so the tree doesn't grow without bound.
+                camera, day = rel_dir.split("/")
+                with contextlib.suppress(OSError):
+                    cfd = layout.open_dirs(self.root, [camera])
+                    try:
+                        os.rmdir(day, dir_fd=cfd)
+                    finally:
+                        os.close(cfd)
 
     def close(self) -> None:
         self.manifest.close()
         self.index.close()
 
 
-def _has_payload(path: Path) -> bool:
-    """True if an age file got past its header: there is at least something to salvage."""
+def _has_payload(root: Path, rel: str) -> bool | None:
+    """True if an age file got past its header: there is at least something to salvage. None if
+    it is not a regular file reached without links (never opened then: a FIFO would block)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-            size = os.fstat(f.fileno()).st_size
+        fd = layout.open_regular(root, rel)
+    except layout.UnsafePath:
+        return None
     except OSError:
         return False
+    try:
+        head = os.pread(fd, 4096, 0)
+        size = os.fstat(fd).st_size
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     end = head.find(b"\n--- ")
     if end < 0:
         return False
