@@ -189,7 +189,8 @@ def load_or_create_signing_key(root: Path) -> Ed25519PrivateKey:
     pem_pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
-        if not _write_new(pub_path, pem_pub, 0o644) and pub_path.read_bytes() != pem_pub:
+        # Written only when absent: a start on a full disk must not need space for it.
+        if (pub_path.exists() or not _write_new(pub_path, pem_pub, 0o644)) and pub_path.read_bytes() != pem_pub:
             raise StorageError(f"{pub_path} does not belong to {key_path}",
                                hint="someone replaced one of them; check both against your saved key id")
     except OSError as exc:
