@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from camrec.crypto.keys import X25519Identity
 from camrec.daemon import publish_status
 from camrec.store.manifest import read_chain
@@ -84,12 +86,14 @@ def test_full_disk_at_start_retention_first_then_index_then_recording(tmpfs, tmp
     assert deleted == gone
 
 
-def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("store", ["existing", "new"])
+def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path, store):  # noqa: F811
     disk = tmpfs(8_000_000)
     runtime = tmp_path / "run"  # under systemd the status lives in /run (RUNTIME_DIRECTORY)
     runtime.mkdir()
     d = storage_daemon(tmp_path, disk, "  min_free: 0\n")
-    Store(disk, [d.owner.recipient()]).close()  # an existing store, no clips yet
+    if store == "existing":
+        Store(disk, [d.owner.recipient()]).close()  # no clips yet: nothing retention could delete
     filler = fill(disk)
     env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
     with open(d.log, "ab") as log:
@@ -120,6 +124,7 @@ def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path
     finally:
         d.close()
     assert "Traceback" not in d.log.read_text()
+    assert not [p.name for p in disk.iterdir() if p.is_file() and p.stat().st_size == 0 and p.name != "audit.jsonl"]
 
 
 def test_clip_cut_by_a_full_disk_then_stopped_is_partial(tmpfs, tmp_path):  # noqa: F811

@@ -147,6 +147,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
         os.fchmod(fd, mode)  # exact mode whatever the umask
         os.write(fd, data)
         os.fsync(fd)
+    except OSError:
+        tmp.unlink()  # e.g. a full disk: leave no empty key file behind
+        raise
     finally:
         os.close(fd)
     try:

@@ -71,7 +71,13 @@ class Store:
         # it needs no new space to be read and it is what retention trusts; then the index, after
         # retention has made room for it if the disk is full.
         # The tamper-evident record of every closed and deleted clip (docs/tamper-evidence.md).
-        self.manifest = Manifest(root, clock=self.clock)
+        try:
+            self.manifest = Manifest(root, clock=self.clock)
+        except StorageError as exc:
+            # A new store on a full disk can't create its device key: that too is waited out.
+            if exc.__class__ is StorageError and _nearly_full(root):
+                raise DiskFullError(f"{exc.message} (the disk is full)", hint=exc.hint) from None
+            raise
         try:
             self.index = self._open_index()
         except StorageError:
@@ -331,6 +337,13 @@ class Store:
                       len(self._unsettled))
         self.manifest.close()
         self.index.close()
+
+
+def _nearly_full(root: Path) -> bool:
+    try:
+        return shutil.disk_usage(root).free < 256 * 1024
+    except OSError:
+        return False
 
 
 def _parse_utc(text: str) -> float:
