@@ -242,7 +242,8 @@ class Daemon:
                 self.storage_error = exc.message
             text = f"waiting for storage space: {self.storage_error}"
             if not self.ready_sent:
-                self.ready_sent = sdnotify.ready(text) or True
+                sdnotify.ready(text)
+                self.ready_sent = True
             sdnotify.status(text)
             watchdog.kick()
             self.write_status("running")

@@ -145,6 +145,9 @@ def test_failing_recorder_exits_nonzero_from_the_cli(tmp_path):
                for line in last), last
     assert "Traceback" not in proc.stderr
     assert elapsed < recorder_mod.CLIP_FAILURE_SECONDS + daemon_mod.FAILING_EXIT_SECONDS + 20, elapsed
+    status = d.cli("status", "-c", str(d.config))  # the owner asks what happened
+    assert status.returncode == 9, status.stdout + status.stderr
+    assert "front: failing" in status.stdout and "UNHEALTHY: every clip failed for" in status.stdout, status.stdout
 
 
 def test_sighup_closes_the_open_clip_cleanly(tmp_path):
