@@ -93,9 +93,8 @@ class Store:
         path = self.root / layout.INDEX_NAME
         try:
             return ClipIndex(path)
-        except DiskFullError as exc:
-            log.error("storage: %s; freeing space by retention (oldest clips first) before opening it",
-                      exc.message)
+        except DiskFullError:
+            pass  # retention first; if that frees nothing, the caller reports the error (once)
         deleted = self._free_space_from_manifest()
         index = ClipIndex(path)  # DiskFullError again if nothing could be freed: the daemon waits
         try:
@@ -137,8 +136,8 @@ class Store:
             self._unlink_files([row.path, layout.sibling(row.path, layout.THUMB_SUFFIX),
                                 layout.sibling(row.path, layout.META_SUFFIX)])
         if doomed:
-            log.warning("retention: deleted %d clip(s), %d bytes, to make room for the index",
-                        len(doomed), sum(r.size for r in doomed))
+            log.warning("retention: the disk was too full to open the index; deleted %d clip(s), %d bytes, "
+                        "oldest first, to make room for it", len(doomed), sum(r.size for r in doomed))
         return {row.path for row in doomed}
 
     def check_mount(self) -> None:
