@@ -232,22 +232,26 @@ class Daemon:
         running, say why (status, `systemctl status`), and try again every few seconds: recording
         starts as soon as there is space. A restart would not help, so systemd is told READY and
         the watchdog is fed meanwhile. None if stopped while waiting."""
+        next_try = time.monotonic()
         while True:
-            try:
-                return self.open_store()
-            except DiskFullError as exc:
-                if exc.message != self.storage_error:
-                    log.error("storage: %s; recording starts as soon as there is space%s", exc.message,
-                              f" ({exc.hint})" if exc.hint else "")
-                self.storage_error = exc.message
-            text = f"waiting for storage space: {self.storage_error}"
-            if not self.ready_sent:
-                sdnotify.ready(text)
-                self.ready_sent = True
-            sdnotify.status(text)
-            watchdog.kick()
+            now = time.monotonic()
+            if now >= next_try:
+                try:
+                    return self.open_store()
+                except DiskFullError as exc:
+                    if exc.message != self.storage_error:
+                        log.error("storage: %s; recording starts as soon as there is space%s", exc.message,
+                                  f" ({exc.hint})" if exc.hint else "")
+                    self.storage_error = exc.message
+                next_try = now + STORAGE_WAIT_SECONDS
+                text = f"waiting for storage space: {self.storage_error}"
+                if not self.ready_sent:
+                    sdnotify.ready(text)
+                    self.ready_sent = True
+                sdnotify.status(text)
+            watchdog.kick(now)  # at the main loop's pace, whatever WatchdogSec is
             self.write_status("running")
-            if self.stop_event.wait(STORAGE_WAIT_SECONDS) or (deadline is not None and time.monotonic() >= deadline):
+            if self.stop_event.wait(0.5) or (deadline is not None and time.monotonic() >= deadline):
                 return None
 
     def write_status(self, state: str = "running") -> None:

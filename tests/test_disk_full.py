@@ -6,6 +6,7 @@ Each test mounts a small tmpfs (root only, see tests/test_disk.py) and fills it 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from camrec.crypto.keys import X25519Identity
 from camrec.daemon import publish_status
 from camrec.store.manifest import read_chain
 from camrec.store.writer import Store
+from tests.test_daemon_health import NotifyListener
 from tests.test_disk import SYNTHETIC, storage_daemon, tmpfs  # noqa: F401 - tmpfs is a fixture
 
 DAY = 86400.0
@@ -95,7 +97,10 @@ def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path
     if store == "existing":
         Store(disk, [d.owner.recipient()]).close()  # no clips yet: nothing retention could delete
     filler = fill(disk)
-    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime)}
+    listener = NotifyListener(tmp_path / "notify.sock")  # systemd's side
+    listener.start()
+    env = {**os.environ, "RUNTIME_DIRECTORY": str(runtime), "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+           "WATCHDOG_USEC": "2000000"}
     with open(d.log, "ab") as log:
         d.proc = subprocess.Popen([sys.executable, "-m", "camrec", "run", "-c", str(d.config)], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
@@ -113,6 +118,11 @@ def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path
         assert "disk is full" in (doc.get("storage_error") or ""), (doc, d.log.read_text()[-2000:])
         time.sleep(3)
         assert d.proc.poll() is None, d.log.read_text()[-3000:]  # waiting, not exiting or restarting
+        # Under systemd: started (no start timeout), the reason in `systemctl status`, watchdog fed.
+        waiting = list(listener.messages)
+        assert any("READY=1" in m and "waiting for storage space" in m for _, m in waiting), waiting
+        pings = [t for t, m in waiting if "WATCHDOG=1" in m]
+        assert len(pings) >= 2 and max(b - a for a, b in itertools.pairwise(pings)) < 2.0, waiting
         status = subprocess.run([sys.executable, "-m", "camrec", "status", "-c", str(d.config)], env=env,
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 9, status.stdout + status.stderr
@@ -123,6 +133,7 @@ def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path
         assert d.stop() == 0
     finally:
         d.close()
+        listener.close()
     assert "Traceback" not in d.log.read_text()
     assert not [p.name for p in disk.iterdir() if p.is_file() and p.stat().st_size == 0 and p.name != "audit.jsonl"]
 
