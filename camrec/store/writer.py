@@ -87,7 +87,7 @@ class Store:
         # then points into the root filesystem, which must not fill up with clips.
         self._device = os.stat(root).st_dev
         self.wants_housekeeping = threading.Event()
-        self._unsettled: dict[int, tuple[int, float]] = {}  # clip id → (size, end) not yet in the index
+        self._unsettled: dict[int, dict[str, object]] = {}  # clip id → row fields not yet in the index
 
     def _open_index(self) -> ClipIndex:
         path = self.root / layout.INDEX_NAME
@@ -154,14 +154,18 @@ class Store:
 
     def mark_partial(self, clip_id: int, size: int, end: float) -> None:
         """Records a clip that couldn't be finished. On a full disk the index itself may refuse the
-        update: it is then retried by `settle()` (housekeeping, the next clip) once there is space."""
-        self._unsettled[clip_id] = (size, end)
+        update: it is then retried by `settle()` (housekeeping, the next clip, close) once possible."""
+        self.settle_later(clip_id, state="partial", size=size, end=end)
+
+    def settle_later(self, clip_id: int, **fields: object) -> None:
+        """Updates a clip's row now, or at the next `settle()` if the index refuses (a full disk)."""
+        self._unsettled[clip_id] = fields
         self.settle()
 
     def settle(self) -> None:
-        for clip_id, (size, end) in list(self._unsettled.items()):
+        for clip_id, fields in list(self._unsettled.items()):
             try:
-                self.index.update(clip_id, state="partial", size=size, end=end)
+                self.index.update(clip_id, **fields)
             except StorageError:
                 return
             del self._unsettled[clip_id]
@@ -332,7 +336,7 @@ class Store:
         # so a clean stop never leaves a row `recording` (the index reuses its WAL space for it).
         self.settle()
         if self._unsettled:
-            log.error("index: %d cut clip(s) still marked recording; the next start marks them partial",
+            log.error("index: %d clip(s) still marked recording; the next start marks them partial",
                       len(self._unsettled))
         self.manifest.close()
         self.index.close()
@@ -456,7 +460,8 @@ class OpenClip:
                                               files=[self.rel, *(str(v) for v in fields.values())])
         except StorageError as exc:  # the clip itself is fine; the next start-up records it
             log.error("%s: manifest: %s", self.camera, exc.message)
-        self.store.index.update(self.id, state="complete", end=self.end, size=size, **fields)
+        # On a full disk even this may wait for space (the files and the manifest entry are done).
+        self.store.settle_later(self.id, state="complete", end=self.end, size=size, **fields)
         return ClipRow(self.id, self.camera, self.start, self.end, size, self.rel,
                        fields.get("thumb"), fields.get("meta"), "complete")  # type: ignore[arg-type]
 
