@@ -211,6 +211,10 @@ class Daemon:
         self.store: Store | None = None
         self.pipelines: list[CameraPipeline] = []
         self.status_file = status_path(self.storage_root)
+        # The fixed temporary name older versions used (and left behind, empty, on a full disk).
+        # Unlinking removes a file or a planted link itself, never what a link points to.
+        with contextlib.suppress(OSError):
+            self.status_file.with_name(f".{self.status_file.name}.tmp").unlink()
         self.storage_error: str | None = None
         self.started_at = time.time()
         self.ready_sent = False

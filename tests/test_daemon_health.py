@@ -226,6 +226,5 @@ def test_status_is_never_written_through_a_link(tmp_path):
     status = d.storage / "status.json"
     assert not status.is_symlink() and stat.S_IMODE(status.stat().st_mode) == 0o640
     assert json.loads(status.read_text())["state"] == "stopped"
-    assert (d.storage / ".status.json.tmp").is_symlink()  # left alone, never opened
-    leftovers = [p.name for p in d.storage.iterdir() if p.name.startswith(".status.json.")]
-    assert leftovers == [".status.json.tmp"]
+    # The old fixed temporary name is removed (the link itself), and no temporary file is left.
+    assert [p.name for p in d.storage.iterdir() if p.name.startswith(".status.json")] == []
