@@ -67,4 +67,13 @@ class StorageError(CamrecError):
     exit_code = 9
 
 
+class StorageUnavailable(StorageError):
+    """A storage condition the recorder waits out instead of failing on (a full disk, an unmounted
+    storage disk): recording resumes by itself once it clears, so a restart would not help."""
+
+
+class DiskFullError(StorageUnavailable):
+    """No space left for a clip or for the index (ENOSPC, EDQUOT, SQLite's "disk is full")."""
+
+
 EXIT_INTERRUPTED = 130

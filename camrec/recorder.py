@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 
 from camrec.detection import MotionEvent
-from camrec.errors import StorageError
+from camrec.errors import StorageError, StorageUnavailable
 from camrec.mux import FragmentedMp4Muxer
 from camrec.policy import Action, ClipPolicy
 from camrec.sources import Clock, MediaPacket, StreamInfo
@@ -41,6 +41,11 @@ STORAGE_RETRY_SECONDS = 5.0
 # A recorder that has had work queued but processed nothing for this long is hung.
 RECORDER_STUCK_SECONDS = 60.0
 MAX_DETAIL_FRAMES = 3000
+# A recorder whose clips have all failed for this long (and at least CLIP_FAILURES_UNHEALTHY times),
+# for a reason other than a full or unmounted disk, is broken in a way it can't fix by itself
+# (a bug, an unusable recipient, a storage directory it may not write): it is reported unhealthy.
+CLIP_FAILURE_SECONDS = 60.0
+CLIP_FAILURES_UNHEALTHY = 3
 
 
 class Disconnected:
@@ -57,6 +62,7 @@ class RecorderStatus:
     clips_written: int = 0
     last_clip: str | None = None
     storage_error: str | None = None
+    failing: str | None = None  # "every clip failed for N s: <reason>" once unhealthy
 
 
 @dataclass
@@ -92,6 +98,10 @@ class Recorder(threading.Thread):
         self._last_motion_msg = float("-inf")
         self._storage_retry_at = float("-inf")
         self._storage_reason: str | None = None
+        # Clip failures since the last clip that closed cleanly (for `failing`).
+        self._failing_since: float | None = None
+        self._failed_clips = 0
+        self._failure_reason = ""
         # Clip times of one camera never go backwards, even when the wall clock is stepped back.
         self._last_end_utc = store.last_end(camera)
 
@@ -134,12 +144,24 @@ class Recorder(threading.Thread):
                     self.policy.reset()
                 elif isinstance(item, StopRecording):
                     self._close_clip("stopping")
-                    return
             except StorageError as exc:
                 self._storage_failed(exc)
             except Exception as exc:  # a bug or a muxer surprise: keep what is on disk, keep recording
-                log.exception("%s: unexpected error in the recorder", self.camera)
+                if self._failed_clips == 0:  # the traceback once, not once per retried clip
+                    log.exception("%s: unexpected error in the recorder", self.camera)
                 self._storage_failed(StorageError(f"unexpected error: {type(exc).__name__}: {exc}"))
+            if isinstance(item, StopRecording):
+                return  # even when closing the last clip failed: it is aborted (partial) by now
+
+    def failing(self, now: float) -> str | None:
+        """Why this recorder is unhealthy, or None: every clip attempted for CLIP_FAILURE_SECONDS
+        (monotonic `now`) failed, at least CLIP_FAILURES_UNHEALTHY of them, none succeeded."""
+        since = self._failing_since
+        if since is None or self._failed_clips < CLIP_FAILURES_UNHEALTHY or now - since < CLIP_FAILURE_SECONDS:
+            self.status.failing = None
+            return None
+        self.status.failing = f"every clip failed for {now - since:.0f} s: {self._failure_reason}"
+        return self.status.failing
 
     def _on_motion(self, event: MotionEvent) -> None:
         r = event.result
@@ -279,6 +301,7 @@ class Recorder(threading.Thread):
         self._last_end_utc = end_utc
         row = clip.file.close(end_utc, thumbnail=thumb, details=details)
         self.policy.closed(clip.first_arrival + clip.muxer.duration)
+        self._failing_since, self._failed_clips = None, 0  # a clip got through: healthy
         self.status.clips_written += 1
         self.status.last_clip = row.path
         log.info("%s: clip closed %s (%.1fs, %d bytes, %s)", self.camera, row.path, row.duration, row.size, reason)
@@ -290,6 +313,11 @@ class Recorder(threading.Thread):
             log.error("%s: %s%s", self.camera, exc.message, f" ({exc.hint})" if exc.hint else "")
         self._storage_reason = reason
         self.status.storage_error = exc.message
+        if not isinstance(exc, StorageUnavailable):  # a full or unmounted disk is waited out instead
+            self._failed_clips += 1
+            self._failure_reason = exc.message
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
         self.store.wants_housekeeping.set()  # retention may free space at once
         now = self._ring[-1].arrival if self._ring else 0.0
         self._storage_retry_at = max(self._storage_retry_at, now + STORAGE_RETRY_SECONDS)

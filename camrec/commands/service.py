@@ -88,14 +88,15 @@ STATUS_STALE_SECONDS = 10.0
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when the recorder runs and every camera delivers video; 4 when a camera doesn't; 1 when
-    the recorder isn't running (or its status is stale)."""
+    the recorder isn't running (or its status is stale); 9 when it can't store clips (a full disk)
+    or a camera's clips all fail (also after such a failure stopped it)."""
     import json
     import sys
     import time
     from datetime import datetime
 
     from camrec.daemon import find_status
-    from camrec.errors import CamrecError, SourceError
+    from camrec.errors import CamrecError, SourceError, StorageError
 
     config = load_config(args.config)
     path = find_status(config.storage.path)
@@ -113,6 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         since = datetime.fromtimestamp(float(doc.get("started_at", 0))).astimezone().isoformat(timespec="seconds")
         print(f"recorder: {'running' if alive else 'NOT RUNNING'} (pid {doc.get('pid')}, since {since}, "
               f"status {age:.0f}s old)")
+        if doc.get("storage_error"):
+            print(f"  STORAGE: {doc['storage_error']}")
         for name, cam in doc.get("cameras", {}).items():
             main = cam["streams"].get("main", {})
             line = f"  {name}: {cam['state']}"
@@ -123,9 +126,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                 line += f", last error: {main['error']}"
             if cam.get("storage_error"):
                 line += f", STORAGE: {cam['storage_error']}"
+            if cam.get("failing"):
+                line += f", UNHEALTHY: {cam['failing']}"
             print(line)
+    failing = [f"{n}: {c['failing']}" for n, c in doc.get("cameras", {}).items() if c.get("failing")]
+    if failing:
+        raise StorageError(f"recording is failing: {'; '.join(failing)}", hint="see the recorder's log")
     if not alive:
         raise CamrecError("the recorder is not running", hint=f"its last status is {age:.0f}s old ({path})")
+    if doc.get("storage_error"):
+        raise StorageError(f"the recorder runs but cannot store clips: {doc['storage_error']}")
     down = [n for n, c in doc.get("cameras", {}).items() if c["state"] not in ("connected", "recording")]
     if down:
         raise SourceError(f"camera(s) not delivering video: {', '.join(down)}")

@@ -14,8 +14,10 @@ States:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import shutil
 import sqlite3
 import stat
 import threading
@@ -25,13 +27,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from camrec.errors import StorageError
+from camrec.errors import DiskFullError, StorageError
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 # A new index is written under this name (+ pid) and renamed into place (camrec/store/rebuild.py).
 INDEX_TMP_PREFIX = ".index.sqlite3.new-"
+# The index holds camera names and clip times: readable by the service's group (the owner's
+# tools), never by everyone, whatever the umask. SQLite gives its -wal and -shm files the mode of
+# the database file, so setting it on the database covers all three.
+INDEX_MODE = 0o640
+_SQLITE_FULL = 13
+_SQLITE_IOERR = 10
+# Below this much free space an SQLite I/O error (e.g. SQLITE_IOERR_SHMSIZE when the -shm file
+# can't be created) is a full disk, not a broken one.
+_NEARLY_FULL = 256 * 1024
 STATES = ("recording", "complete", "partial", "missing", "garbage")
 
 SCHEMA = """
@@ -89,7 +100,7 @@ def _damaged(exc: sqlite3.Error) -> bool:
 def _index_error(path: Path, exc: sqlite3.Error, what: str = "clip index") -> StorageError:
     if _damaged(exc):
         return IndexDamaged(f"the {what} {path} is damaged ({exc})", hint=REBUILD_HINT)
-    return StorageError(f"{what} {path}: {exc}")
+    return _sqlite_storage_error(f"{what} {path}", path, exc)
 
 
 def _file_problem(path: Path) -> str | None:
@@ -181,6 +192,7 @@ class ClipIndex:
 
     def _connect(self) -> None:
         path = self.path
+        _create_with_mode(path)
         try:
             self._db = sqlite3.connect(path, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -283,26 +295,41 @@ class ClipIndex:
             except sqlite3.Error as exc:
                 raise _index_error(self.path, exc) from None
 
+    def _write(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        """One write statement. On a full disk it is retried once after a checkpoint that restarts
+        the WAL: the retry then overwrites WAL space already allocated instead of growing the file,
+        so that e.g. marking a clip cut by ENOSPC `partial` still succeeds on a full disk."""
+        try:
+            with self._tx() as db:
+                return db.execute(sql, args)
+        except DiskFullError:
+            with self._lock, contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+            with self._tx() as db:
+                return db.execute(sql, args)
+
+    def checkpoint(self) -> None:
+        """Copies the WAL into the database file now (best effort). Done when a clip opens, so that
+        the pages its updates rewrite already exist in the database file: on a full disk, the
+        checkpoint-and-retry in `_write` then needs no new space at all."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def insert(self, camera: str, start: float, path: str, size: int, state: str = "recording",
                end: float | None = None) -> int:
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO clips (camera, start, end, size, path, state) VALUES (?, ?, ?, ?, ?, ?)",
-                (camera, start, start if end is None else end, size, path, state),
-            )
-            return int(cur.lastrowid or 0)
+        cur = self._write("INSERT INTO clips (camera, start, end, size, path, state) VALUES (?, ?, ?, ?, ?, ?)",
+                          (camera, start, start if end is None else end, size, path, state))
+        return int(cur.lastrowid or 0)
 
     def update(self, clip_id: int, **fields: object) -> None:
         allowed = {"end", "size", "state", "thumb", "meta"}
         if not fields or not set(fields) <= allowed:
             raise ValueError(f"cannot update {sorted(fields)}")
         cols = ", ".join(f"{k} = ?" for k in fields)
-        with self._tx() as db:
-            db.execute(f"UPDATE clips SET {cols} WHERE id = ?", (*fields.values(), clip_id))
+        self._write(f"UPDATE clips SET {cols} WHERE id = ?", (*fields.values(), clip_id))
 
     def delete(self, clip_id: int) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM clips WHERE id = ?", (clip_id,))
+        self._write("DELETE FROM clips WHERE id = ?", (clip_id,))
 
     def query(self, camera: str | None = None, since: float | None = None, until: float | None = None,
               states: tuple[str, ...] | None = None) -> list[ClipRow]:
@@ -331,3 +358,42 @@ class ClipIndex:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _create_with_mode(path: Path) -> None:
+    """Creates the database file with INDEX_MODE before SQLite does (SQLite would use 0644 minus the
+    umask), and takes world access away from an existing one (an index made by an older camrec)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, INDEX_MODE)
+    except FileExistsError:
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):  # absent, a link, or not ours to change: leave it
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                try:
+                    st = os.fstat(fd)
+                    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o007:
+                        os.fchmod(fd, st.st_mode & 0o770 & INDEX_MODE)
+                finally:
+                    os.close(fd)
+        return
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"cannot create the clip index {path}: {exc.strerror}") from None
+        raise StorageError(f"cannot create the clip index {path}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, INDEX_MODE)  # exactly, whatever the umask
+    finally:
+        os.close(fd)
+
+
+def _sqlite_storage_error(what: str, path: Path, exc: sqlite3.Error) -> StorageError:
+    """A StorageError for an SQLite error; DiskFullError when the disk is full."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    full = code == _SQLITE_FULL
+    if code == _SQLITE_IOERR:
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(path.parent).free < _NEARLY_FULL
+    if full:
+        return DiskFullError(f"{what}: the disk is full ({exc})",
+                             hint="retention frees space by deleting the oldest clips; or free space on the disk")
+    return StorageError(f"{what}: {exc}")

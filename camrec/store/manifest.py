@@ -155,6 +155,9 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
         os.fchmod(fd, mode)  # exact mode whatever the umask
         os.write(fd, data)
         os.fsync(fd)
+    except OSError:
+        tmp.unlink()  # e.g. a full disk: leave no empty key file behind
+        raise
     finally:
         os.close(fd)
     try:
@@ -197,7 +200,8 @@ def load_or_create_signing_key(root: Path) -> Ed25519PrivateKey:
     pem_pub = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     try:
-        if not _write_new(pub_path, pem_pub, 0o644) and pub_path.read_bytes() != pem_pub:
+        # Written only when absent: a start on a full disk must not need space for it.
+        if (pub_path.exists() or not _write_new(pub_path, pem_pub, 0o644)) and pub_path.read_bytes() != pem_pub:
             raise StorageError(f"{pub_path} does not belong to {key_path}",
                                hint="someone replaced one of them; check both against your saved key id")
     except OSError as exc:

@@ -21,29 +21,34 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from camrec.crypto.stream import AgeWriter, encrypt_bytes
-from camrec.errors import StorageError
+from camrec.errors import DiskFullError, StorageError, StorageUnavailable
 from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.layout import fsync_dir
-from camrec.store.manifest import Manifest
+from camrec.store.manifest import CLIP_KINDS, Manifest
 from camrec.store.retention import plan_retention
 
 log = logging.getLogger(__name__)
 
 _FILE_MODE = 0o640
 _DIR_MODE = 0o750
+# When the disk is too full to open the index, start-up retention frees at least this much (or
+# storage.min_free, if larger) before trying again: room for the index's WAL and a first clip.
+INDEX_HEADROOM = 4 * 1024 * 1024
 
 
 def _storage_error(action: str, path: Path | str, exc: OSError) -> StorageError:
     hint = None
-    if exc.errno == errno.ENOSPC:
-        hint = "the disk is full: lower storage.max_size / retention_days or free space"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"cannot {action} {path}: the disk is full ({exc.strerror or exc})",
+                             hint="lower storage.max_size / retention_days, or free space")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = "check the storage directory's owner and permissions (the service user must write it)"
     return StorageError(f"cannot {action} {path}: {exc.strerror or exc}", hint=hint)
 
@@ -63,36 +68,105 @@ class Store:
         if not os.access(root, os.W_OK):
             raise StorageError(f"storage directory {root} is not writable",
                                hint="check its owner and permissions (the service user must write it)")
-        self.index = ClipIndex(root / layout.INDEX_NAME)
+        # Start-up order (docs/storage.md, "A full disk at start-up"): the manifest first, because
+        # it needs no new space to be read and it is what retention trusts; then the index, after
+        # retention has made room for it if the disk is full.
         # The tamper-evident record of every closed and deleted clip (docs/tamper-evidence.md).
-        self.manifest = Manifest(root, clock=self.clock)
+        try:
+            self.manifest = Manifest(root, clock=self.clock)
+        except StorageError as exc:
+            # A new store on a full disk can't create its device key: that too is waited out.
+            if exc.__class__ is StorageError and _nearly_full(root):
+                raise DiskFullError(f"{exc.message} (the disk is full)", hint=exc.hint) from None
+            raise
+        try:
+            self.index = self._open_index()
+        except StorageError:
+            self.manifest.close()
+            raise
         # The filesystem we started on: if the storage disk is unmounted under us, the same path
         # then points into the root filesystem, which must not fill up with clips.
         self._device = os.stat(root).st_dev
         self.wants_housekeeping = threading.Event()
-        self._unsettled: dict[int, tuple[int, float]] = {}  # clip id → (size, end) not yet in the index
+        self._unsettled: dict[int, dict[str, object]] = {}  # clip id → row fields not yet in the index
+
+    def _open_index(self) -> ClipIndex:
+        path = self.root / layout.INDEX_NAME
+        try:
+            return ClipIndex(path)
+        except DiskFullError:
+            pass  # retention first; if that frees nothing, the caller reports the error (once)
+        deleted = self._free_space_from_manifest()
+        index = ClipIndex(path)  # DiskFullError again if nothing could be freed: the daemon waits
+        try:
+            # The clips just deleted are still rows of the index: drop them (their deletion is signed).
+            for row in index.query():
+                if row.path in deleted:
+                    index.delete(row.id)
+        except StorageError:
+            index.close()
+            raise
+        return index
+
+    def _free_space_from_manifest(self) -> set[str]:
+        """Start-up retention for a disk too full to open the index: plans from the manifest's
+        entries (their signed start and end times) for the clip files that are present, deletes
+        oldest first until INDEX_HEADROOM (or min_free) is free, and signs each deletion first.
+        Only the space limit applies here; the age limit waits for the normal retention run."""
+        rows: list[ClipRow] = []
+        for rel in layout.iter_video_files(self.root):
+            entry = self.manifest.latest(rel)
+            if entry is None or entry.get("kind") not in CLIP_KINDS:
+                continue  # never recorded by this device, or already deleted: not for retention to decide
+            try:
+                start, end = _parse_utc(entry["start"]), _parse_utc(entry["end"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            state = "partial" if entry.get("kind") == "partial" else "complete"
+            rows.append(ClipRow(-len(rows) - 1, str(entry.get("camera", "")), start, end, self._clip_bytes(rel),
+                                rel, None, None, state))
+        try:
+            free = shutil.disk_usage(self.root).free
+        except OSError as exc:
+            raise _storage_error("measure free space on", self.root, exc) from None
+        doomed = plan_retention(rows, now=self.clock.time(), retention_days=float("inf"), max_size=None,
+                                free_bytes=free, min_free=max(self.min_free, INDEX_HEADROOM))
+        if doomed:
+            self._record_deleted(doomed, "retention")
+        for row in doomed:
+            self._unlink_files([row.path, layout.sibling(row.path, layout.THUMB_SUFFIX),
+                                layout.sibling(row.path, layout.META_SUFFIX)])
+        if doomed:
+            log.warning("retention: the disk was too full to open the index; deleted %d clip(s), %d bytes, "
+                        "oldest first, to make room for it", len(doomed), sum(r.size for r in doomed))
+        return {row.path for row in doomed}
 
     def check_mount(self) -> None:
         """Raises StorageError if the storage directory is gone or now lies on another filesystem."""
         try:
             device = os.stat(self.root).st_dev
         except OSError as exc:
-            raise _storage_error("reach the storage directory", self.root, exc) from None
+            raise StorageUnavailable(f"cannot reach the storage directory {self.root}: {exc.strerror or exc}",
+                                     hint="is the storage disk mounted?") from None
         if device != self._device:
-            raise StorageError(f"storage {self.root} is no longer on the filesystem camrec started with "
+            raise StorageUnavailable(f"storage {self.root} is no longer on the filesystem camrec started with "
                                "(was its disk unmounted?); not recording there",
                                hint="mount the storage disk again and restart camrec")
 
     def mark_partial(self, clip_id: int, size: int, end: float) -> None:
         """Records a clip that couldn't be finished. On a full disk the index itself may refuse the
-        update: it is then retried by `settle()` (housekeeping, the next clip) once there is space."""
-        self._unsettled[clip_id] = (size, end)
+        update: it is then retried by `settle()` (housekeeping, the next clip, close) once possible."""
+        self.settle_later(clip_id, state="partial", size=size, end=end)
+
+    def settle_later(self, clip_id: int, **fields: object) -> None:
+        """Updates a clip's row now, or at the next `settle()` if the index refuses (a full disk)."""
+        self._unsettled[clip_id] = fields
         self.settle()
 
     def settle(self) -> None:
-        for clip_id, (size, end) in list(self._unsettled.items()):
+        for clip_id, fields in list(self._unsettled.items()):
             try:
-                self.index.update(clip_id, state="partial", size=size, end=end)
+                self.index.update(clip_id, **fields)
             except StorageError:
                 return
             del self._unsettled[clip_id]
@@ -147,7 +221,9 @@ class Store:
         self.check_mount()
         self.settle()
         rel, fd = self._create_exclusive(camera, start, layout.VIDEO_SUFFIX)
-        return OpenClip(self, camera, start, rel, fd)
+        clip = OpenClip(self, camera, start, rel, fd)
+        self.index.checkpoint()  # so that the clip can still be marked `partial` if the disk fills
+        return clip
 
     def write_sidecar(self, video_rel: str, suffix: str, plaintext: bytes) -> tuple[str, int]:
         """Writes a small encrypted file (thumbnail, details) next to a clip; returns (relpath, size)."""
@@ -317,8 +393,26 @@ class Store:
                         os.close(cfd)
 
     def close(self) -> None:
+        # A clip cut by a full disk whose `partial` could not be recorded yet gets a last try here,
+        # so a clean stop never leaves a row `recording` (the index reuses its WAL space for it).
+        self.settle()
+        if self._unsettled:
+            log.error("index: %d clip(s) still marked recording; the next start marks them partial",
+                      len(self._unsettled))
         self.manifest.close()
         self.index.close()
+
+
+def _nearly_full(root: Path) -> bool:
+    try:
+        return shutil.disk_usage(root).free < 256 * 1024
+    except OSError:
+        return False
+
+
+def _parse_utc(text: str) -> float:
+    """Epoch seconds from a manifest time (manifest.utc_iso)."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def _has_payload(root: Path, rel: str) -> bool | None:
@@ -353,17 +447,28 @@ class OpenClip:
         self.start = start
         self.rel = rel
         self.path = store.root / rel
-        self._file = os.fdopen(fd, "wb", buffering=0)
         self.end = start
         self.failed = False
+        try:
+            self._file = os.fdopen(fd, "wb", buffering=0)
+        except BaseException:
+            os.close(fd)
+            self._abandon()
+            raise
+        # Anything that fails before the index row exists (a full disk, a recipient the age writer
+        # rejects, an index that can't be written) must leave neither an open descriptor nor an
+        # empty clip file behind: a recorder retrying every few seconds would pile them up.
         try:
             self._age = AgeWriter(self._file, store.recipients)
             os.fsync(fd)
             fsync_dir(self.path.parent)
+            self.id = store.index.insert(camera, start, rel, self._age.bytes_written)
         except OSError as exc:
             self._abandon()
             raise _storage_error("write", self.path, exc) from None
-        self.id = store.index.insert(camera, start, rel, self._age.bytes_written)
+        except BaseException:
+            self._abandon()
+            raise
         self._last_sync = store.clock.monotonic()
 
     def write(self, data: bytes, end: float) -> None:
@@ -424,7 +529,8 @@ class OpenClip:
                                               files=[self.rel, *(str(v) for v in fields.values())])
         except StorageError as exc:  # the clip itself is fine; the next start-up records it
             log.error("%s: manifest: %s", self.camera, exc.message)
-        self.store.index.update(self.id, state="complete", end=self.end, size=size, **fields)
+        # On a full disk even this may wait for space (the files and the manifest entry are done).
+        self.store.settle_later(self.id, state="complete", end=self.end, size=size, **fields)
         return ClipRow(self.id, self.camera, self.start, self.end, size, self.rel,
                        fields.get("thumb"), fields.get("meta"), "complete")  # type: ignore[arg-type]
 
@@ -443,7 +549,9 @@ class OpenClip:
             self.store.manifest.record_closed(self.camera, self.rel, start=self.start, end=self.end, kind="partial")
 
     def _abandon(self) -> None:
+        if hasattr(self, "_file"):
+            with contextlib.suppress(OSError):
+                self._file.close()
+        # Also removes the day directory if this file was its first.
         with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+            self.store._unlink_files([self.rel])
