@@ -154,6 +154,8 @@ class Daemon:
         now = time.monotonic()
         doc = {"pid": os.getpid(), "state": state, "time": time.time(), "started_at": self.started_at,
                "storage": str(self.store.root), "storage_error": self.storage_error,
+               # seconds the wall clock is ahead of camrec's own clock, when suspect (docs/storage.md)
+               "clock_suspect": self.store.manifest.camtime.last_suspect,
                "cameras": {p.name: p.status(now) for p in self.pipelines}}
         tmp = self.status_file.with_name(f".{self.status_file.name}.tmp")
         try:

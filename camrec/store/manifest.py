@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -36,8 +36,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from camrec.errors import StorageError
 from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
+from camrec.store.camtime import TICK, CamrecTime, entry_ct, parse_utc
+from camrec.store.digest import FileDigest, digest_file
+from camrec.store.digest import HashingFile as HashingFile  # (re-exported)
+from camrec.store.digest import hash_file as hash_file  # (re-exported)
 from camrec.store.index import ClipRow
 from camrec.store.layout import fsync_dir
+from camrec.store.retention import Doomed, LiveClip
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,7 @@ GENESIS = "0" * 64
 # Domain separation: a manifest signature can never be replayed as a signature over anything else.
 SIG_CONTEXT = b"camrec-manifest-v1\n"
 CLIP_KINDS = ("clip", "partial", "rekey")
-KINDS = (*CLIP_KINDS, "delete", "repair")
-_HASH_BUF = 1 << 20
+KINDS = (*CLIP_KINDS, "delete", "repair", "clock")
 _READ_BUF = 1 << 20
 
 
@@ -71,60 +75,6 @@ def utc_iso(t: float) -> str:
     """Times are strings, not floats: a string re-encodes identically in any JSON implementation."""
     dt = datetime.fromtimestamp(t, UTC)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class FileDigest:
-    path: str  # relative to the storage root, '/' separators
-    size: int
-    sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
-
-
-def hash_file(path: Path) -> tuple[int, str]:
-    """(size, SHA-256 hex) of a file, streamed through one reused 1 MiB buffer."""
-    h = hashlib.sha256()
-    size = 0
-    buf = memoryview(bytearray(_HASH_BUF))
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(buf[:n])
-            size += n
-    return size, h.hexdigest()
-
-
-class HashingFile:
-    """Wraps the raw clip file handed to AgeWriter and hashes exactly the bytes the OS accepted.
-
-    Optional: with it, the store can give `record_closed` the video digest without reading the
-    file back at close. It hashes inside write() because AgeWriter reuses its buffer afterwards.
-    """
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        n = self._raw.write(data)
-        n = len(data) if n is None else n
-        self._sha.update(memoryview(data).cast("B")[:n])
-        self.size += n
-        return n
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        self._raw.close()
-
-    def digest(self, path: str) -> FileDigest:
-        return FileDigest(path, self.size, self._sha.hexdigest())
 
 
 # --- the device key -------------------------------------------------------------------------
@@ -475,19 +425,33 @@ def _signature_ok(public_key: Ed25519PublicKey, sig: object, message: bytes) -> 
 
 
 class Manifest:
-    """The store's writer side: thread-safe; one per Store (other processes may append too)."""
+    """The store's writer side: thread-safe; one per Store (other processes may append too).
+
+    What the daemon acts on (retention's clip list and ages, camrec time) comes only from lines
+    signed by its own key: the file is writable by anyone with file access, so an unsigned line
+    appended there must never make the daemon delete, or age, anything (docs/storage.md).
+    """
 
     def __init__(self, root: Path, *, clock: Clock | None = None) -> None:
         self.root = root
         self.path = root / MANIFEST_NAME
         self.clock = clock or SystemClock()
         self._key = load_or_create_signing_key(root)
-        self.key_id = key_id(self._key.public_key())
+        self._public = self._key.public_key()
+        self.key_id = key_id(self._public)
+        self.camtime = CamrecTime(self.clock)
         self._latest: dict[str, dict[str, Any]] = {}  # clip video path -> its newest entry
+        self._born: dict[str, dict[str, Any]] = {}  # live clip -> its first entry (age and order)
+        self._born_ok: set[str] = set()  # live clips whose first entry's signature was checked
+        self._top: dict[str, Any] | None = None  # the entry with the largest camrec time, unchecked
+        self._legacy: dict[str, Any] | None = None  # the last entry, when it has no camrec time
+        self._loaded = False
         self._writer = ChainWriter(self.path, mode=0o640, sign=self._sign, key=self.key_id, on_line=self._track,
-                                   on_reset=self._latest.clear)
+                                   on_reset=self._forget)
         # Start-up: read the chain, and cut (and record) a torn tail that a power cut left.
         self._writer.append(list, self.clock.time())
+        self._loaded = True
+        self._start_camtime()
         from camrec.audit import prepare_store_log  # (audit builds on this module)
 
         prepare_store_log(root)
@@ -495,11 +459,67 @@ class Manifest:
     def _sign(self, message: bytes) -> str:
         return base64.b64encode(self._key.sign(message)).decode()
 
+    def signed(self, entry: dict[str, Any]) -> bool:
+        """True if `entry` carries a valid signature by this device key."""
+        body = {k: v for k, v in entry.items() if k != "sig"}
+        return entry.get("key") == self.key_id and _signature_ok(self._public, entry.get("sig"),
+                                                                 SIG_CONTEXT + canonical(body))
+
+    def _forget(self) -> None:
+        self._latest.clear()
+        self._born.clear()
+        self._born_ok.clear()
+
     def _track(self, entry: dict[str, Any] | None) -> None:
-        if entry and isinstance(entry.get("clip"), str) and entry.get("kind") in (*CLIP_KINDS, "delete"):
-            # A deleted clip is remembered by a stub only: memory follows the live clips.
-            self._latest[entry["clip"]] = (entry if entry["kind"] != "delete"
-                                           else {"kind": "delete", "seq": entry.get("seq")})
+        if not entry:
+            return
+        ct = entry_ct(entry)
+        if ct is not None and (self.camtime.recorded is None or ct > self.camtime.recorded):
+            if not self._loaded:  # start-up: only the largest one is checked (_start_camtime)
+                self._top = entry
+            elif self.signed(entry):
+                self.camtime.observe(ct)
+            else:
+                log.warning("%s: ignoring an unsigned or forged line (seq %r)", self.path, entry.get("seq"))
+        if not self._loaded:
+            self._legacy = entry if ct is None else None
+        clip = entry.get("clip")
+        if isinstance(clip, str) and entry.get("kind") in (*CLIP_KINDS, "delete"):
+            if entry["kind"] == "delete":
+                # A deleted clip is remembered by a stub only: memory follows the live clips.
+                self._latest[clip] = {"kind": "delete", "seq": entry.get("seq")}
+                self._born.pop(clip, None)
+                self._born_ok.discard(clip)
+            else:
+                self._latest[clip] = entry
+                self._born.setdefault(clip, entry)
+
+    def _start_camtime(self) -> None:
+        """camrec time continues from the largest signed `ct` (or, in an older manifest, entry time)."""
+        top = self._top
+        if top is not None and not self.signed(top):
+            log.warning("%s: the line with the newest camrec time (seq %r) is not signed by the device key; "
+                        "reading the signed lines only", self.path, top.get("seq"))
+            top = None
+
+            def take(line: ChainLine) -> None:
+                nonlocal top
+                ct = entry_ct(line.entry) if line.trusted and line.entry else None
+                if ct is not None and (top is None or ct > (entry_ct(top) or 0.0)):
+                    top = line.entry
+
+            read_chain(self.path, public_key=self._public, on_line=take, keep=False)
+        if top is not None:
+            self.camtime.observe(entry_ct(top) or 0.0)
+        elif self._legacy is not None and self.signed(self._legacy):
+            # A manifest written before camrec time: continue from its last entry's time.
+            self.camtime.observe(parse_utc(self._legacy.get("time")) or 0.0)
+        self._top = self._legacy = None
+        self.camtime.start()
+
+    def _ct(self) -> int:
+        """camrec time for a new entry, in integer milliseconds (integers re-encode identically)."""
+        return int(self.camtime.now() * 1000)
 
     def head(self) -> tuple[int, str]:
         return self._writer.seq, self._writer.prev
@@ -507,6 +527,24 @@ class Manifest:
     def latest(self, video: str) -> dict[str, Any] | None:
         """The newest entry about a clip (None: never recorded)."""
         return self._latest.get(video)
+
+    def live_clips(self) -> list[LiveClip]:
+        """The clips the manifest holds and hasn't deleted, from signed first entries only."""
+        out = []
+        for clip, born in list(self._born.items()):
+            if clip not in self._born_ok:
+                if not (self.signed(born) and _safe_clip_path(clip)):
+                    continue  # an unsigned line (or a path that isn't a clip's) never leads to a deletion
+                self._born_ok.add(clip)
+            latest = self._latest.get(clip, born)
+            files = latest.get("files")
+            size = sum(f["size"] for f in files if isinstance(f, dict) and isinstance(f.get("size"), int)) \
+                if isinstance(files, list) else 0
+            end_ct = entry_ct(born)
+            if end_ct is None:  # an entry written before camrec time existed: its signed end
+                end_ct = parse_utc(born.get("end")) or parse_utc(born.get("time")) or 0.0
+            out.append(LiveClip(clip, str(born.get("camera")), int(born.get("seq") or 0), end_ct, size))
+        return out
 
     def digests(self, video: str, files: Sequence[str] | None = None,
                 known: Mapping[str, FileDigest] | None = None) -> list[FileDigest]:
@@ -519,13 +557,12 @@ class Manifest:
             path = self.root / rel
             try:
                 pre = (known or {}).get(rel)
-                if pre is not None and path.stat().st_size == pre.size:
+                if pre is not None and pre.payload is not None and path.stat().st_size == pre.size:
                     out.append(pre)
                     continue
-                size, sha = hash_file(path)
+                out.append(digest_file(path, rel))
             except OSError as exc:
                 raise StorageError(f"cannot hash {path}: {exc.strerror or exc}") from None
-            out.append(FileDigest(rel, size, sha))
         return out
 
     def record_closed(self, camera: str, video: str, *, start: float, end: float, kind: str = "clip",
@@ -548,7 +585,7 @@ class Manifest:
             last = self._latest.get(video)
             if last is not None and last.get("kind") == kind and last.get("files") == digests:
                 return []
-            return [body]
+            return [{**body, "ct": self._ct()}]
 
         entries = self._writer.append(build, self.clock.time())
         return entries[-1] if entries and entries[-1].get("clip") == video else None
@@ -560,22 +597,49 @@ class Manifest:
                                   kind=kind or ("partial" if row.state == "partial" else "clip"),
                                   files=files or [row.path], recovered=recovered)
 
-    def record_deleted(self, rows: Iterable[ClipRow], *, reason: str = "retention") -> list[dict[str, Any]]:
-        """One `delete` entry per clip, all in one write + fsync; clips already deleted are skipped."""
-        rows = list(rows)
+    def record_deleted(self, doomed: Iterable[Doomed]) -> list[dict[str, Any]]:
+        """One `delete` entry per clip, with retention's reason, all in one write + fsync, in the
+        order given (oldest first: verify checks budget deletions by it); deleted clips are skipped."""
+        doomed = list(doomed)
 
         def build() -> list[dict[str, Any]]:
             seen: set[str] = set()
             out = []
-            for row in rows:
-                last = self._latest.get(row.path)
-                if row.path in seen or (last is not None and last.get("kind") == "delete"):
+            ct = self._ct()
+            for d in doomed:
+                last = self._latest.get(d.clip.path)
+                if d.clip.path in seen or last is None or last.get("kind") == "delete":
                     continue
-                seen.add(row.path)
-                out.append({"kind": "delete", "camera": row.camera, "clip": row.path, "reason": reason})
+                seen.add(d.clip.path)
+                out.append({**d.why, "kind": "delete", "camera": d.clip.camera, "clip": d.clip.path, "ct": ct})
             return out
 
         return [e for e in self._writer.append(build, self.clock.time()) if e.get("kind") == "delete"]
+
+    def tick(self) -> None:
+        """Writes a `clock` entry when the newest recorded camrec time is TICK old: a restart then
+        continues camrec time from at most that far back (camrec/store/camtime.py)."""
+
+        def due() -> bool:
+            last = self.camtime.recorded
+            return last is None or self.camtime.now() - last >= TICK
+
+        if due():
+            self._writer.append(lambda: [{"kind": "clock", "ct": self._ct()}] if due() else [], self.clock.time())
+
+    def signed_deletions(self, clips: Iterable[str]) -> set[str]:
+        """Which of `clips` have a signed `delete` entry as their newest signed entry (a full read of
+        the chain: only for the rare start-up that finds rows in `garbage`)."""
+        want = set(clips)
+        newest: dict[str, str] = {}
+
+        def take(line: ChainLine) -> None:
+            e = line.entry
+            if line.trusted and e and e.get("clip") in want and e.get("kind") in (*CLIP_KINDS, "delete"):
+                newest[e["clip"]] = e["kind"]
+
+        read_chain(self.path, public_key=self._public, on_line=take, keep=False)
+        return {c for c, kind in newest.items() if kind == "delete"}
 
     def reconcile(self, rows: Iterable[ClipRow]) -> dict[str, int]:
         """Start-up: records every complete/partial clip that has no entry (crash before its entry,
@@ -597,3 +661,9 @@ class Manifest:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _safe_clip_path(p: str) -> bool:
+    parts = p.split("/")
+    return (not p.startswith("/") and ".." not in parts and "\\" not in p and "" not in parts
+            and layout.parse_video_name(parts[-1]) is not None)

@@ -6,8 +6,8 @@ Write procedure (invariants numbered as in docs/storage.md):
   I2  The index's `size`/`end` of an open clip only ever grow to values already fsynced to the file
       (checkpoint every `fsync_interval` seconds), so the index never points past durable bytes.
   I3  A clip becomes `complete` only after its final age chunk, thumbnail and details are fsynced.
-  I4  Deletion marks the row `garbage` first, then unlinks the files, then drops the row; a crash in
-      between is finished by the next start-up.
+  I4  Deletion writes the signed `delete` entry first, then marks the row `garbage`, unlinks the
+      files and drops the row; start-up finishes a `garbage` row only if its signed entry exists.
 Nothing but age-encrypted bytes is ever written under the storage root (besides the index).
 """
 
@@ -30,7 +30,7 @@ from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.layout import fsync_dir
 from camrec.store.manifest import Manifest
-from camrec.store.retention import plan_retention
+from camrec.store.retention import LiveClip, plan_retention
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +164,7 @@ class Store:
         for row in rows:
             exists = (self.root / row.path).is_file()
             if row.state == "garbage":
-                self._record_deleted([row], "retention")
-                self._unlink_clip(row)
+                self._finish_garbage(row, exists)
                 counts["garbage"] += 1
             elif row.state == "recording":
                 if exists:
@@ -200,11 +199,19 @@ class Store:
         counts["recorded"] = self.manifest.reconcile(self.index.query(states=("complete", "partial")))["recorded"]
         return counts
 
-    def _record_deleted(self, rows: list[ClipRow], reason: str) -> None:
-        try:
-            self.manifest.record_deleted(rows, reason=reason)
-        except StorageError as exc:  # the deletion happens anyway; `camrec verify` will show them missing
-            log.error("manifest: %s", exc.message)
+    def _finish_garbage(self, row: ClipRow, exists: bool) -> None:
+        """A row in `garbage`: finished only if the signed manifest says the clip was deleted.
+
+        The index isn't signed (a review set rows to `garbage` by hand and the daemon then deleted
+        and signed them): without a signed `delete` entry the row goes back to its signed state."""
+        if row.path in self.manifest.signed_deletions([row.path]):
+            self._unlink_clip(row)
+            return
+        latest = self.manifest.latest(row.path)
+        state = "partial" if latest is None or latest.get("kind") == "partial" else "complete"
+        self.index.update(row.id, state=state if exists else "missing")
+        log.warning("%s: clip %s was marked for deletion in the index, but the signed manifest never "
+                    "deleted it: kept (restored to %s)", row.camera, row.path, state if exists else "missing")
 
     def _clip_bytes(self, video_rel: str) -> int:
         total = 0
@@ -216,26 +223,54 @@ class Store:
     # -- retention ------------------------------------------------------------------------------
 
     def apply_retention(self, *, retention_days: float, max_size: int | None, min_free: int,
-                        progress: Callable[[], object] | None = None) -> list[ClipRow]:
-        """Deletes what the retention limits demand (invariant I4); returns the deleted rows.
+                        progress: Callable[[], object] | None = None) -> list[LiveClip]:
+        """Deletes what the retention limits demand (invariant I4); returns the deleted clips.
 
+        Planned from the signed manifest (never the index, which anyone with file access can
+        edit), with ages on camrec's own clock (a stepped wall clock ages nothing). The signed
+        `delete` entries are written first, then the rows become `garbage`, then files go: so a
+        `garbage` row always has its entry, and start-up may finish it (see `_finish_garbage`).
         `progress` is called after each clip: a first run over a year of clips can take a while on
         an SD card, and the supervisor must keep feeding systemd's watchdog meanwhile."""
+        self.manifest.tick()
+        self.manifest.camtime.suspect()  # logs once; `camrec status` shows it (camtime.last_suspect)
         try:
             free = shutil.disk_usage(self.root).free
         except OSError:
             free = None
-        doomed = plan_retention(self.index.query(), now=self.clock.time(), retention_days=retention_days,
-                                max_size=max_size, free_bytes=free, min_free=min_free)
-        for row in doomed:
-            self.index.update(row.id, state="garbage")
-        if doomed:
-            self._record_deleted(doomed, "retention")
-        for row in doomed:
-            self._unlink_clip(row)
+        rows = {r.path: r for r in self.index.query()}
+        in_progress = sum(r.size for r in rows.values() if r.state == "recording")
+        doomed = plan_retention(self.manifest.live_clips(), now_ct=self.manifest.camtime.now(),
+                                retention_days=retention_days, max_size=max_size, in_progress=in_progress,
+                                free_bytes=free, min_free=min_free)
+        if not doomed:
+            return []
+        try:
+            self.manifest.record_deleted(doomed)
+        except StorageError as exc:
+            if doomed[0].why["reason"] == "age":
+                raise  # nothing is deleted without its signed entry; retried at the next turn
+            # The disk is too full even for the entry: free the oldest clip's files first (verify
+            # shows them `missing` until the entry below is written), or nothing ever gets freed.
+            log.error("manifest: %s; removing the oldest clip's files to make room", exc.message)
+            self._unlink_files(self._files_of(doomed[0].clip.path))
+            self.manifest.record_deleted(doomed)
+        for d in doomed:
+            row = rows.get(d.clip.path)
+            if row is not None:
+                self.index.update(row.id, state="garbage")
+        for d in doomed:
+            self._unlink_files(self._files_of(d.clip.path))
+            row = rows.get(d.clip.path)
+            if row is not None:
+                self.index.delete(row.id)
             if progress is not None:
                 progress()
-        return doomed
+        return [d.clip for d in doomed]
+
+    @staticmethod
+    def _files_of(video_rel: str) -> list[str]:
+        return [video_rel, *(layout.sibling(video_rel, s) for s in (layout.THUMB_SUFFIX, layout.META_SUFFIX))]
 
     def _unlink_clip(self, row: ClipRow) -> None:
         self._unlink_files([row.path, layout.sibling(row.path, layout.THUMB_SUFFIX),

@@ -1,0 +1,271 @@
+"""Issue 8, finding 2: a pinned chain head must protect the clips recorded before the pin.
+
+Each attack is performed as the review did it, against a real store (real Store writer, age
+encryption, SQLite, signed manifest), and judged by the real `camrec verify --expect-head HEAD -i KEY`
+(exit 7 = problems found). docs/tamper-evidence.md §1 states what a pinned head protects against
+the device key holder and against someone with file access only; these tests are those sentences:
+  * key holder: (a) a signed `delete` entry for a clip retention wouldn't delete yet, files removed;
+    (b) a clip's files replaced by another clip's, with a signed `rekey` entry;
+  * file access only: (c) `UPDATE clips SET state='garbage'`, then a daemon start-up;
+    (d) a row's `end` set to 2020, then retention.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from camrec.cli import main
+from camrec.crypto.keys import X25519Identity, identity_file_text
+from camrec.store import layout
+from camrec.store.manifest import MANIFEST_NAME, line_hash, utc_iso
+from camrec.store.writer import Store
+from tests.test_manifest import write_clip
+from tests.test_verify import device_key, signed_line, write_config
+
+DAY = 86400.0
+
+
+class SimClock:
+    """A simulated clock: the test sets monotonic time; wall time = monotonic + offset (a step)."""
+
+    def __init__(self, wall: float) -> None:
+        self.mono = 1000.0
+        self.offset = wall - self.mono
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.mono + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+
+
+def recorded_store(tmp_path: Path, *, days_ago: float, n: int = 4):
+    """n clips, one a day, recorded by a Store whose clock started `days_ago` days before now."""
+    owner = X25519Identity.generate()
+    clock = SimClock(time.time() - days_ago * DAY)
+    store = Store(tmp_path / "storage", [owner.recipient()], clock=clock)
+    rows = []
+    for _ in range(n):
+        rows.append(write_clip(store, clock.time()))
+        clock.advance(DAY)
+    key = tmp_path / "owner.txt"
+    key.write_text(identity_file_text(owner))
+    return {"owner": owner, "clock": clock, "store": store, "root": store.root, "rows": rows, "key": key,
+            "config": write_config(tmp_path, owner, store.root), "tmp": tmp_path}
+
+
+@pytest.fixture
+def pinned(tmp_path, capsys):
+    """Clips from 10 to 7 days ago (retention: 30 days), and the head the owner pinned then."""
+    s = recorded_store(tmp_path, days_ago=10)
+    heads = tmp_path / "heads.txt"
+    assert main(["verify", "-c", str(s["config"]), "-i", str(s["key"]), "--save-head", str(heads)]) == 0
+    capsys.readouterr()
+    s["heads"] = heads
+    return s
+
+
+def verify(s, capsys) -> tuple[int, dict]:
+    """`camrec verify --expect-head HEAD -i KEY --json`: (exit code, report)."""
+    code = main(["verify", "-c", str(s["config"]), "--expect-head", str(s["heads"]), "-i", str(s["key"]), "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def found(doc: dict) -> set[tuple[str, str]]:
+    return {(p["kind"], p["path"]) for p in doc["problems"]}
+
+
+def append_signed(root: Path, body: dict) -> None:
+    """What the device key holder can do: append a well-formed, correctly signed, chained line."""
+    last = (root / MANIFEST_NAME).read_bytes().splitlines()[-1]
+    prev = json.loads(last)
+    entry = {"v": 1, **body, "seq": prev["seq"] + 1, "time": utc_iso(time.time()), "prev": line_hash(last)}
+    with open(root / MANIFEST_NAME, "ab") as f:
+        f.write(signed_line(entry, device_key(root)) + b"\n")
+
+
+def remove_files(root: Path, row) -> None:
+    for rel in (row.path, row.thumb, row.meta):
+        os.unlink(root / rel)
+
+
+def entries(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / MANIFEST_NAME).read_bytes().splitlines()]
+
+
+def newest_ct(root: Path) -> int:
+    return max(e["ct"] for e in entries(root) if "ct" in e)
+
+
+def first_entry(root: Path, clip: str) -> dict:
+    return next(e for e in entries(root) if e.get("clip") == clip)
+
+
+# --- (a) a signed delete entry for a clip retention would not delete yet ------------------------------
+
+
+@pytest.mark.parametrize("forgery", ["like-an-old-release", "honest-time", "time-pushed-ahead",
+                                     "retention-shortened", "budget-not-oldest"])
+def test_a_signed_delete_of_an_unexpired_clip_is_flagged(pinned, capsys, forgery):
+    root, victim = pinned["root"], pinned["rows"][1]  # 9 days old; retention keeps 30
+    born = first_entry(root, victim.path)["ct"]
+    body = {"kind": "delete", "camera": "cam", "clip": victim.path}
+    if forgery == "like-an-old-release":
+        body["reason"] = "retention"  # no camrec time, no numbers
+    elif forgery == "honest-time":
+        body |= {"reason": "age", "retention_days": 30, "age_s": 31 * DAY, "ct": newest_ct(root) + 1000}
+    elif forgery == "time-pushed-ahead":  # claims 31 days on camrec's clock: that is in the future
+        body |= {"reason": "age", "retention_days": 30, "age_s": 31 * DAY, "ct": born + int(31 * DAY * 1000)}
+    elif forgery == "retention-shortened":  # 9 days old, "retention 5 days"
+        body |= {"reason": "age", "retention_days": 5, "age_s": 9 * DAY, "ct": newest_ct(root) + 1000}
+    else:  # "the disk was full": but an older clip (rows[0]) is kept
+        body |= {"reason": "budget", "max_size": 1, "total": 10**9, "ct": newest_ct(root) + 1000}
+    append_signed(root, body)
+    remove_files(root, victim)
+    code, doc = verify(pinned, capsys)
+    assert code == 7 and not doc["ok"]
+    assert ("bad-delete", victim.path) in found(doc) or ("bad-time", victim.path) in found(doc)
+    assert not any(p["kind"] == "head-mismatch" for p in doc["problems"])  # the pin itself still holds
+
+
+def test_the_oldest_clip_deleted_for_budget_is_what_a_key_holder_can_still_do(pinned, capsys):
+    """The documented limit: budget pressure is not recorded anywhere the key holder can't write."""
+    root, oldest = pinned["root"], pinned["rows"][0]
+    append_signed(root, {"kind": "delete", "camera": "cam", "clip": oldest.path, "reason": "budget",
+                         "max_size": 10**12, "total": 10**13, "ct": newest_ct(root) + 1000})
+    remove_files(root, oldest)
+    code, doc = verify(pinned, capsys)
+    assert code == 0 and doc["ok"]
+
+
+# --- (b) a clip's files replaced by another clip's, with a signed rekey entry --------------------------
+
+
+@pytest.mark.parametrize("payload", ["of-the-new-files", "copied-from-the-old-entry", "left-out"])
+def test_b_files_replaced_with_a_signed_rekey_entry_are_flagged(pinned, capsys, payload):
+    root, old, other = pinned["root"], pinned["rows"][0], pinned["rows"][2]
+    recorded = {f["path"]: f for f in first_entry(root, old.path)["files"]}
+    for src, dst in ((other.path, old.path), (other.thumb, old.thumb), (other.meta, old.meta)):
+        shutil.copyfile(root / src, root / dst)
+    files = []
+    for f in first_entry(root, other.path)["files"]:  # the other clip's digests, under the old clip's names
+        rel = next(layout.sibling(old.path, sfx) for sfx in layout.CLIP_SUFFIXES if f["path"].endswith(sfx))
+        entry = {"path": rel, "size": f["size"], "sha256": f["sha256"]}
+        if payload == "of-the-new-files":
+            entry["payload"] = f["payload"]
+        elif payload == "copied-from-the-old-entry":
+            entry["payload"] = recorded[rel]["payload"]
+        files.append(entry)
+    old_entry = first_entry(root, old.path)
+    append_signed(root, {"kind": "rekey", "camera": "cam", "clip": old.path, "start": old_entry["start"],
+                         "end": old_entry["end"], "files": files, "ct": newest_ct(root) + 1000})
+    code, doc = verify(pinned, capsys)
+    assert code == 7
+    expected = {("replaced", old.path)} if payload != "copied-from-the-old-entry" else \
+        {("altered", rel) for rel in (old.path, old.thumb, old.meta)}
+    assert expected <= found(doc), doc["problems"]
+
+
+def test_a_real_rekey_keeps_the_payload_and_verifies(pinned, capsys):
+    new_owner = X25519Identity.generate()
+    new_key = pinned["tmp"] / "new.txt"
+    new_key.write_text(identity_file_text(new_owner))
+    recipients = pinned["tmp"] / "recipients.txt"
+    recipients.write_text(f"{new_owner.recipient()}\n")
+    assert main(["rekey", "-c", str(pinned["config"]), "-i", str(pinned["key"]),
+                 "--recipients", str(recipients)]) == 0
+    capsys.readouterr()
+    rekeys = [e for e in entries(pinned["root"]) if e["kind"] == "rekey"]
+    assert len(rekeys) == 4 and all("payload" in f for e in rekeys for f in e["files"])
+    pinned["key"] = new_key
+    code, doc = verify(pinned, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+
+
+# --- (c) and (d): the unsigned index edited; the daemon must not sign what it didn't decide ----------
+
+
+def index_sql(root: Path, sql: str, *args) -> None:
+    with sqlite3.connect(root / layout.INDEX_NAME) as db:
+        db.execute(sql, args)
+
+
+def restart(s) -> Store:
+    """The daemon's start-up, as Daemon.recover does it: reconcile, then retention (30 days)."""
+    s["store"].close()
+    store = Store(s["root"], [s["owner"].recipient()], clock=s["clock"])
+    store.reconcile()
+    store.apply_retention(retention_days=30, max_size=None, min_free=0)
+    s["store"] = store
+    return store
+
+
+def test_c_rows_set_to_garbage_in_the_index_are_restored_not_deleted(pinned, capsys, caplog):
+    root = pinned["root"]
+    before = (root / MANIFEST_NAME).read_bytes()
+    index_sql(root, "UPDATE clips SET state='garbage'")
+    with caplog.at_level(logging.WARNING):
+        store = restart(pinned)
+    assert all((root / r.path).exists() and (root / r.thumb).exists() for r in pinned["rows"])
+    assert {r.state for r in store.index.query()} == {"complete"}
+    assert "never deleted it: kept" in caplog.text
+    assert not [e for e in entries(root) if e["kind"] == "delete"]
+    assert (root / MANIFEST_NAME).read_bytes().startswith(before)
+    code, doc = verify(pinned, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+
+
+def test_c_with_an_unsigned_delete_line_appended_too(pinned, capsys):
+    """File access only: a forged (unsigned) `delete` line must not count as the signed decision."""
+    root, victim = pinned["root"], pinned["rows"][1]
+    last = (root / MANIFEST_NAME).read_bytes().splitlines()[-1]
+    forged = {"v": 1, "kind": "delete", "camera": "cam", "clip": victim.path, "reason": "retention",
+              "seq": json.loads(last)["seq"] + 1, "prev": line_hash(last), "time": utc_iso(time.time())}
+    with open(root / MANIFEST_NAME, "ab") as f:
+        f.write(json.dumps(forged, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    index_sql(root, "UPDATE clips SET state='garbage' WHERE path=?", victim.path)
+    restart(pinned)
+    assert (root / victim.path).exists()
+    code, doc = verify(pinned, capsys)
+    assert code == 7 and {p["kind"] for p in doc["problems"]} == {"chain-break"}  # only the forged line
+
+
+def test_d_a_row_ending_in_2020_is_not_deleted_by_retention(pinned, capsys):
+    root, victim = pinned["root"], pinned["rows"][1]
+    index_sql(root, "UPDATE clips SET \"end\"=?, start=? WHERE path=?", 1_577_836_800.0, 1_577_836_000.0,
+              victim.path)
+    deleted = pinned["store"].apply_retention(retention_days=30, max_size=None, min_free=0)
+    assert deleted == [] and (root / victim.path).exists()
+    restart(pinned)
+    assert (root / victim.path).exists()
+    assert not [e for e in entries(root) if e["kind"] == "delete"]
+    code, doc = verify(pinned, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+
+
+def test_retention_by_age_is_recorded_with_its_reason_and_verifies(tmp_path, capsys):
+    """The legitimate case: clips older than the retention go, each with a checkable reason."""
+    s = recorded_store(tmp_path, days_ago=40)
+    s["clock"].advance(30.5 * DAY - 4 * DAY)  # camrec ran on: the first clip is 30.5 days old, the next 29.5
+    s["heads"] = tmp_path / "none.txt"
+    s["heads"].write_text("")
+    deleted = s["store"].apply_retention(retention_days=30, max_size=None, min_free=0)
+    assert [d.path for d in deleted] == [s["rows"][0].path]
+    (delete,) = [e for e in entries(s["root"]) if e["kind"] == "delete"]
+    assert delete["reason"] == "age" and delete["retention_days"] == 30 and delete["age_s"] > 30 * DAY
+    code, doc = verify(s, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+    # the same deletion judged against an owner who configured 60 days: flagged
+    assert main(["verify", "-c", str(s["config"]), "--retention-days", "60", "--json"]) == 7
+    assert {p["kind"] for p in json.loads(capsys.readouterr().out)["problems"]} == {"bad-delete"}
