@@ -269,3 +269,37 @@ def test_retention_by_age_is_recorded_with_its_reason_and_verifies(tmp_path, cap
     # the same deletion judged against an owner who configured 60 days: flagged
     assert main(["verify", "-c", str(s["config"]), "--retention-days", "60", "--json"]) == 7
     assert {p["kind"] for p in json.loads(capsys.readouterr().out)["problems"]} == {"bad-delete"}
+
+
+def test_a_crash_after_the_signed_delete_entry_is_finished_at_start_up(pinned, capsys):
+    """M2: the signed `delete` entry comes first; a crash before the rows change is finished later."""
+    from camrec.store.retention import Doomed
+
+    root, oldest = pinned["root"], pinned["rows"][0]
+    live = min(pinned["store"].manifest.live_clips(), key=lambda c: c.seq)
+    pinned["store"].manifest.record_deleted([Doomed(live, {"reason": "low-space", "free": 1, "min_free": 2})])
+    store = restart(pinned)  # (the rows were never marked `garbage`: the process died first)
+    assert not (root / oldest.path).exists() and not (root / oldest.meta).exists()
+    assert oldest.path not in {r.path for r in store.index.query()}
+    assert all((root / r.path).exists() for r in pinned["rows"][1:])
+    code, doc = verify(pinned, capsys)
+    assert code == 0 and doc["ok"] and doc["notices"] == [], doc
+
+
+def test_payload_digest_is_the_bytes_after_the_header(pinned):
+    """Defined without any key: SHA-256 of everything after the header's `--- MAC` line."""
+    import hashlib
+
+    from camrec.store.digest import Digester, digest_file
+
+    path = pinned["root"] / pinned["rows"][0].path
+    data = path.read_bytes()
+    header_end = data.index(b"\n", data.index(b"\n--- ") + 1) + 1
+    want = hashlib.sha256(data[header_end:]).hexdigest()
+    assert digest_file(path, "x").payload == want
+    for step in (1, 7, 4096):  # however the bytes arrive
+        d = Digester()
+        for i in range(0, len(data), step):
+            d.update(data[i:i + step])
+        assert d.payload() == want and d.sha256() == hashlib.sha256(data).hexdigest()
+    assert first_entry(pinned["root"], pinned["rows"][0].path)["files"][0]["payload"] == want

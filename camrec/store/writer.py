@@ -161,10 +161,11 @@ class Store:
         counts = {"partial": 0, "missing": 0, "adopted": 0, "removed": 0, "garbage": 0}
         rows = self.index.query()
         known = {row.path for row in rows}
+        deleting = self._deletions_to_finish(rows)
         for row in rows:
             exists = (self.root / row.path).is_file()
-            if row.state == "garbage":
-                self._finish_garbage(row, exists)
+            if row.path in deleting:
+                self._finish_garbage(row, exists, signed=deleting[row.path])
                 counts["garbage"] += 1
             elif row.state == "recording":
                 if exists:
@@ -199,16 +200,25 @@ class Store:
         counts["recorded"] = self.manifest.reconcile(self.index.query(states=("complete", "partial")))["recorded"]
         return counts
 
-    def _finish_garbage(self, row: ClipRow, exists: bool) -> None:
-        """A row in `garbage`: finished only if the signed manifest says the clip was deleted.
+    def _deletions_to_finish(self, rows: list[ClipRow]) -> dict[str, bool]:
+        """Rows a deletion was started for: in `garbage`, or deleted in the manifest (a crash between
+        the signed entry and the row update). Maps each to whether a *signed* `delete` entry exists."""
+        started = [r.path for r in rows if r.state == "garbage"
+                   or (self.manifest.latest(r.path) or {}).get("kind") == "delete"]
+        signed = self.manifest.signed_deletions(started) if started else set()
+        return {path: path in signed for path in started}
 
-        The index isn't signed (a review set rows to `garbage` by hand and the daemon then deleted
-        and signed them): without a signed `delete` entry the row goes back to its signed state."""
-        if row.path in self.manifest.signed_deletions([row.path]):
+    def _finish_garbage(self, row: ClipRow, exists: bool, *, signed: bool) -> None:
+        """Finishes a deletion only if the signed manifest made it. The index isn't signed (a review
+        set rows to `garbage` by hand and the daemon then deleted and signed them): a `garbage` row
+        without a signed `delete` entry goes back to its signed state instead."""
+        if signed:
             self._unlink_clip(row)
             return
+        if row.state != "garbage":
+            return  # an unsigned `delete` line in the manifest: nothing to do (verify reports it)
         latest = self.manifest.latest(row.path)
-        state = "partial" if latest is None or latest.get("kind") == "partial" else "complete"
+        state = "complete" if latest is not None and latest.get("kind") in ("clip", "rekey") else "partial"
         self.index.update(row.id, state=state if exists else "missing")
         log.warning("%s: clip %s was marked for deletion in the index, but the signed manifest never "
                     "deleted it: kept (restored to %s)", row.camera, row.path, state if exists else "missing")
