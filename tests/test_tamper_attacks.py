@@ -303,3 +303,62 @@ def test_payload_digest_is_the_bytes_after_the_header(pinned):
             d.update(data[i:i + step])
         assert d.payload() == want and d.sha256() == hashlib.sha256(data).hexdigest()
     assert first_entry(pinned["root"], pinned["rows"][0].path)["files"][0]["payload"] == want
+
+
+def test_d_a_row_claiming_a_huge_clip_being_written_forces_no_budget_deletion(pinned, capsys):
+    """File access only: the index's `size` is not trusted either (the budget counts real bytes)."""
+    root, victim = pinned["root"], pinned["rows"][3]
+    total = sum((root / p).stat().st_size for r in pinned["rows"] for p in (r.path, r.thumb, r.meta))
+    index_sql(root, "UPDATE clips SET state='recording', size=? WHERE path=?", 10**12, victim.path)
+    assert pinned["store"].apply_retention(retention_days=30, max_size=total + 1000, min_free=0) == []
+    assert all((root / r.path).exists() for r in pinned["rows"])
+    code, doc = verify(pinned, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+
+
+def test_a_manifest_from_before_camrec_time_still_verifies_and_continues(tmp_path, capsys):
+    """Entries without `ct` and payload digests (as older releases wrote them) are accepted as they are;
+    the daemon then continues the chain in the new format."""
+    s = recorded_store(tmp_path, days_ago=10, n=3)
+    root = s["root"]
+    s["store"].close()
+    key, out, prev = device_key(root), [], "0" * 64
+    for line in (root / MANIFEST_NAME).read_bytes().splitlines():
+        e = json.loads(line)
+        e.pop("ct", None)
+        for f in e.get("files", []):
+            f.pop("payload", None)
+        if e["kind"] == "clock":
+            continue
+        e["seq"], e["prev"] = len(out) + 1, prev
+        out.append(signed_line(e, key))
+        prev = line_hash(out[-1])
+    oldest = json.loads(out[0])["clip"]
+    out.append(signed_line({"v": 1, "kind": "delete", "camera": "cam", "clip": oldest, "reason": "retention",
+                            "seq": len(out) + 1, "prev": prev, "time": utc_iso(time.time())}, key))
+    (root / MANIFEST_NAME).write_bytes(b"".join(line + b"\n" for line in out))
+    for rel in (s["rows"][0].path, s["rows"][0].thumb, s["rows"][0].meta):
+        os.unlink(root / rel)
+    index_sql(root, "DELETE FROM clips WHERE path=?", oldest)
+    s["heads"] = tmp_path / "heads.txt"
+    s["heads"].write_text("")
+    code, doc = verify(s, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+    store = Store(root, [s["owner"].recipient()], clock=s["clock"])  # the upgraded daemon
+    store.reconcile()
+    write_clip(store, s["clock"].time())
+    deleted = store.apply_retention(retention_days=30, max_size=1, min_free=0)  # budget: oldest first
+    assert len(deleted) == 3 and all(e.get("ct") for e in entries(root)[len(out):])
+    code, doc = verify(s, capsys)
+    assert code == 0 and doc["ok"], doc["problems"]
+    # but after entries with camrec time, one in the old format is a forgery
+    append_signed(root, {"kind": "delete", "camera": "cam", "clip": "cam/x/cam-20251121T044000.000Z.mp4.age",
+                         "reason": "retention"})
+    code, doc = verify(s, capsys)
+    assert code == 7 and {p["kind"] for p in doc["problems"]} == {"bad-time"}
+
+
+def test_retention_days_option_is_checked(pinned, capsys):
+    assert main(["verify", "-c", str(pinned["config"]), "--retention-days", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("camrec: error: --retention-days 0") and "Traceback" not in err

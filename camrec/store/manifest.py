@@ -533,7 +533,7 @@ class Manifest:
         out = []
         for clip, born in list(self._born.items()):
             if clip not in self._born_ok:
-                if not (self.signed(born) and _safe_clip_path(clip)):
+                if not (self.signed(born) and safe_clip_path(clip)):
                     continue  # an unsigned line (or a path that isn't a clip's) never leads to a deletion
                 self._born_ok.add(clip)
             latest = self._latest.get(clip, born)
@@ -663,7 +663,8 @@ class Manifest:
         self._writer.close()
 
 
-def _safe_clip_path(p: str) -> bool:
+def safe_clip_path(p: str) -> bool:
+    """A relative path inside the store that ends in a clip video's name (nothing else is deleted)."""
     parts = p.split("/")
     return (not p.startswith("/") and ".." not in parts and "\\" not in p and "" not in parts
             and layout.parse_video_name(parts[-1]) is not None)

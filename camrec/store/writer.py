@@ -29,7 +29,7 @@ from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.layout import fsync_dir
-from camrec.store.manifest import Manifest
+from camrec.store.manifest import Manifest, safe_clip_path
 from camrec.store.retention import LiveClip, plan_retention
 
 log = logging.getLogger(__name__)
@@ -249,8 +249,12 @@ class Store:
         except OSError:
             free = None
         rows = {r.path: r for r in self.index.query()}
-        in_progress = sum(r.size for r in rows.values() if r.state == "recording")
-        doomed = plan_retention(self.manifest.live_clips(), now_ct=self.manifest.camtime.now(),
+        live = self.manifest.live_clips()
+        # Clips being written count with what they really take on disk, not the index's (unsigned) size.
+        recorded = {c.path for c in live}
+        in_progress = sum(self._clip_bytes(r.path) for r in rows.values()
+                          if r.state == "recording" and r.path not in recorded and safe_clip_path(r.path))
+        doomed = plan_retention(live, now_ct=self.manifest.camtime.now(),
                                 retention_days=retention_days, max_size=max_size, in_progress=in_progress,
                                 free_bytes=free, min_free=min_free)
         if not doomed:
