@@ -13,6 +13,7 @@ import logging
 
 import pytest
 
+from camrec.cli import main
 from camrec.config import load_config
 from camrec.daemon import Daemon
 from camrec.store.camtime import TOLERANCE
@@ -50,7 +51,7 @@ def test_a_forward_step_deletes_nothing_by_age_and_is_flagged(stepped, caplog):
     again.close()
 
 
-def test_the_status_document_carries_the_flag(stepped, monkeypatch, tmp_path):
+def test_the_status_document_carries_the_flag(stepped, monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
     stepped["store"].close()
     cfg = tmp_path / "daemon.yaml"
@@ -66,6 +67,8 @@ def test_the_status_document_carries_the_flag(stepped, monkeypatch, tmp_path):
         daemon.store.close()
     # 31 days of step plus the day since the last entry, less what a start-up may catch up
     assert doc["clock_suspect"] is not None and 31 * DAY - TOLERANCE <= doc["clock_suspect"] <= 32 * DAY
+    assert main(["status", "-c", str(cfg)]) == 4  # (the camera isn't running in this test)
+    assert "days ahead of camrec's own clock" in capsys.readouterr().out
     assert all((stepped["root"] / r.path).exists() for r in stepped["rows"])
 
 

@@ -362,3 +362,18 @@ def test_retention_days_option_is_checked(pinned, capsys):
     assert main(["verify", "-c", str(pinned["config"]), "--retention-days", "0"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("camrec: error: --retention-days 0") and "Traceback" not in err
+
+
+def test_an_unsigned_line_with_a_far_camrec_time_ages_nothing(pinned, capsys):
+    """File access only: a line claiming camrec time 40 days on must not make every clip look old."""
+    root = pinned["root"]
+    last = (root / MANIFEST_NAME).read_bytes().splitlines()[-1]
+    forged = {"v": 1, "kind": "clock", "ct": newest_ct(root) + int(40 * DAY * 1000),
+              "seq": json.loads(last)["seq"] + 1, "prev": line_hash(last), "time": utc_iso(time.time())}
+    with open(root / MANIFEST_NAME, "ab") as f:
+        f.write(json.dumps(forged, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    store = restart(pinned)
+    assert store.manifest.camtime.now() < time.time()
+    assert all((root / r.path).exists() for r in pinned["rows"])
+    code, doc = verify(pinned, capsys)
+    assert code == 7 and {p["kind"] for p in doc["problems"]} == {"chain-break"}  # the forged line only

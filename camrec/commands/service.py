@@ -121,6 +121,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             if cam.get("storage_error"):
                 line += f", STORAGE: {cam['storage_error']}"
             print(line)
+        ahead = doc.get("clock_suspect")
+        if isinstance(ahead, (int, float)):  # docs/storage.md "Retention and the clock"
+            print(f"  clock: the wall clock is {ahead / 86400:.1f} days ahead of camrec's own clock (stepped, or "
+                  "the recorder was off); clips are aged by camrec's clock")
     if not alive:
         raise CamrecError("the recorder is not running", hint=f"its last status is {age:.0f}s old ({path})")
     down = [n for n, c in doc.get("cameras", {}).items() if c["state"] not in ("connected", "recording")]
