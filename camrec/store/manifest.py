@@ -465,8 +465,8 @@ class Manifest:
                 if not (self.signed(born) and safe_clip_path(clip)):
                     continue  # an unsigned line (or a path that isn't a clip's) never leads to a deletion
                 self._born_ok.add(clip)
-            latest = self._latest.get(clip, born)
-            files = latest.get("files")
+            # Sizes from the signed first entry too (a re-key changes a header by a few bytes only).
+            files = born.get("files")
             size = sum(f["size"] for f in files if isinstance(f, dict) and isinstance(f.get("size"), int)) \
                 if isinstance(files, list) else 0
             end_ct = entry_ct(born)

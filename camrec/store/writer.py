@@ -165,8 +165,7 @@ class Store:
         for row in rows:
             exists = (self.root / row.path).is_file()
             if row.path in deleting:
-                self._finish_garbage(row, exists, signed=deleting[row.path])
-                counts["garbage"] += 1
+                counts["garbage"] += self._finish_garbage(row, exists, signed=deleting[row.path])
             elif row.state == "recording":
                 if exists:
                     size = self._clip_bytes(row.path)
@@ -208,20 +207,21 @@ class Store:
         signed = self.manifest.signed_deletions(started) if started else set()
         return {path: path in signed for path in started}
 
-    def _finish_garbage(self, row: ClipRow, exists: bool, *, signed: bool) -> None:
+    def _finish_garbage(self, row: ClipRow, exists: bool, *, signed: bool) -> bool:
         """Finishes a deletion only if the signed manifest made it. The index isn't signed (a review
         set rows to `garbage` by hand and the daemon then deleted and signed them): a `garbage` row
         without a signed `delete` entry goes back to its signed state instead."""
         if signed:
             self._unlink_clip(row)
-            return
+            return True
         if row.state != "garbage":
-            return  # an unsigned `delete` line in the manifest: nothing to do (verify reports it)
+            return False  # an unsigned `delete` line in the manifest: nothing to do (verify reports it)
         latest = self.manifest.latest(row.path)
         state = "complete" if latest is not None and latest.get("kind") in ("clip", "rekey") else "partial"
         self.index.update(row.id, state=state if exists else "missing")
         log.warning("%s: clip %s was marked for deletion in the index, but the signed manifest never "
                     "deleted it: kept (restored to %s)", row.camera, row.path, state if exists else "missing")
+        return False
 
     def _clip_bytes(self, video_rel: str) -> int:
         total = 0
