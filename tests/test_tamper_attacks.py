@@ -377,3 +377,24 @@ def test_an_unsigned_line_with_a_far_camrec_time_ages_nothing(pinned, capsys):
     assert all((root / r.path).exists() for r in pinned["rows"])
     code, doc = verify(pinned, capsys)
     assert code == 7 and {p["kind"] for p in doc["problems"]} == {"chain-break"}  # the forged line only
+
+
+def test_an_unsigned_delete_line_hides_no_clip_from_budget_retention(pinned, capsys, caplog):
+    """File access only: a forged `delete` for the oldest clip must not make the daemon skip it and
+    delete a newer one for space instead."""
+    root, rows = pinned["root"], pinned["rows"]
+    last = (root / MANIFEST_NAME).read_bytes().splitlines()[-1]
+    forged = {"v": 1, "kind": "delete", "camera": "cam", "clip": rows[0].path, "reason": "budget", "max_size": 1,
+              "total": 2, "ct": newest_ct(root) + 1, "seq": json.loads(last)["seq"] + 1, "prev": line_hash(last),
+              "time": utc_iso(time.time()), "key": json.loads(last)["key"], "sig": json.loads(last)["sig"]}
+    with open(root / MANIFEST_NAME, "ab") as f:
+        f.write(json.dumps(forged, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    sizes = [sum((root / p).stat().st_size for p in (r.path, r.thumb, r.meta)) for r in rows]
+    with caplog.at_level(logging.WARNING):
+        store = restart(pinned)
+        deleted = store.apply_retention(retention_days=30, max_size=sum(sizes) - sizes[0], min_free=0)
+    assert "using only the signed lines" in caplog.text
+    assert [d.path for d in deleted] == [rows[0].path]  # the oldest, as the signed records say
+    assert all((root / r.path).exists() for r in rows[1:])
+    code, doc = verify(pinned, capsys)
+    assert code == 7 and {p["kind"] for p in doc["problems"]} == {"chain-break"}  # only the forged line

@@ -371,14 +371,16 @@ class Manifest:
         self.camtime = CamrecTime(self.clock)
         self._latest: dict[str, dict[str, Any]] = {}  # clip video path -> its newest entry
         self._born: dict[str, dict[str, Any]] = {}  # live clip -> its first entry (age and order)
-        self._born_ok: set[str] = set()  # live clips whose first entry's signature was checked
-        self._top: dict[str, Any] | None = None  # the entry with the largest camrec time, unchecked
-        self._legacy: dict[str, Any] | None = None  # the last entry, when it has no camrec time
+        self._top: dict[str, Any] | None = None  # (start-up) the entry with the largest camrec time
+        self._legacy: dict[str, Any] | None = None  # (start-up) the last entry, when it has no camrec time
+        self._link, self._next_seq, self._intact = GENESIS, 1, True  # (start-up) are all lines chained?
+        self._last: dict[str, Any] | None = None  # (start-up) the last line
         self._loaded = False
         self._writer = ChainWriter(self.path, mode=0o640, sign=self._sign, key=self.key_id, on_line=self._track,
                                    on_reset=self._forget)
         # Start-up: read the chain, and cut (and record) a torn tail that a power cut left.
         self._writer.append(list, self.clock.time())
+        self._authenticate()
         self._loaded = True
         self._start_camtime()
         from camrec.audit import prepare_store_log  # (audit builds on this module)
@@ -397,53 +399,66 @@ class Manifest:
     def _forget(self) -> None:
         self._latest.clear()
         self._born.clear()
-        self._born_ok.clear()
 
     def _track(self, entry: dict[str, Any] | None) -> None:
-        if not entry:
-            return
-        ct = entry_ct(entry)
-        if ct is not None and (self.camtime.recorded is None or ct > self.camtime.recorded):
-            if not self._loaded:  # start-up: only the largest one is checked (_start_camtime)
-                self._top = entry
-            elif self.signed(entry):
-                self.camtime.observe(ct)
-            else:
-                log.warning("%s: ignoring an unsigned or forged line (seq %r)", self.path, entry.get("seq"))
+        """Every line the writer reads or appends. What the daemon acts on must be signed with its
+        key: at start-up the whole chain is authenticated at once (_authenticate), after that each
+        new line on its own (another writer's, or ours)."""
         if not self._loaded:
+            if entry is None or entry.get("prev") != self._link or entry.get("seq") != self._next_seq:
+                self._intact = False
+            seq = entry.get("seq") if entry else None
+            self._link, self._last = self._writer.prev, entry  # (the writer has hashed this line by now)
+            self._next_seq = (seq if isinstance(seq, int) else self._next_seq) + 1
+        elif entry is not None and not self.signed(entry):
+            log.warning("%s: ignoring a line not signed by the device key (seq %r)", self.path, entry.get("seq"))
+            return
+        if entry:
+            self._apply(entry)
+
+    def _authenticate(self) -> None:
+        """One signature check for the whole chain: if every line links to the one before it and
+        the last line is signed, every line is as the key holder wrote it (each line's `prev`
+        hashes the line before, up to the signed last one). Otherwise (lines edited, inserted, or
+        appended without the key) only the signed lines are used, checked one by one."""
+        if self._intact and (self._last is None or self.signed(self._last)):
+            return
+        log.warning("%s: the chain was edited or has lines not signed by the device key: using only the "
+                    "signed lines (run camrec verify)", self.path)
+        self._forget()
+        self._top = self._legacy = None
+
+        def take(line: ChainLine) -> None:
+            if line.trusted and line.entry is not None:
+                self._apply(line.entry)
+
+        read_chain(self.path, public_key=self._public, on_line=take, keep=False)
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        ct = entry_ct(entry)
+        if not self._loaded:
+            if ct is not None and (self._top is None or ct > (entry_ct(self._top) or 0.0)):
+                self._top = entry
             self._legacy = entry if ct is None else None
+        elif ct is not None:
+            self.camtime.observe(ct)
         clip = entry.get("clip")
         if isinstance(clip, str) and entry.get("kind") in (*CLIP_KINDS, "delete"):
             if entry["kind"] == "delete":
                 # A deleted clip is remembered by a stub only: memory follows the live clips.
                 self._latest[clip] = {"kind": "delete", "seq": entry.get("seq")}
                 self._born.pop(clip, None)
-                self._born_ok.discard(clip)
             else:
                 self._latest[clip] = entry
                 self._born.setdefault(clip, entry)
 
     def _start_camtime(self) -> None:
         """camrec time continues from the largest signed `ct` (or, in an older manifest, entry time)."""
-        top = self._top
-        if top is not None and not self.signed(top):
-            log.warning("%s: the line with the newest camrec time (seq %r) is not signed by the device key; "
-                        "reading the signed lines only", self.path, top.get("seq"))
-            top = None
-
-            def take(line: ChainLine) -> None:
-                nonlocal top
-                ct = entry_ct(line.entry) if line.trusted and line.entry else None
-                if ct is not None and (top is None or ct > (entry_ct(top) or 0.0)):
-                    top = line.entry
-
-            read_chain(self.path, public_key=self._public, on_line=take, keep=False)
-        if top is not None:
-            self.camtime.observe(entry_ct(top) or 0.0)
-        elif self._legacy is not None and self.signed(self._legacy):
-            # A manifest written before camrec time: continue from its last entry's time.
+        if self._top is not None:
+            self.camtime.observe(entry_ct(self._top) or 0.0)
+        elif self._legacy is not None:  # a manifest written before camrec time: its last entry's time
             self.camtime.observe(parse_utc(self._legacy.get("time")) or 0.0)
-        self._top = self._legacy = None
+        self._top = self._legacy = self._last = None
         self.camtime.start()
 
     def _ct(self) -> int:
@@ -458,13 +473,11 @@ class Manifest:
         return self._latest.get(video)
 
     def live_clips(self) -> list[LiveClip]:
-        """The clips the manifest holds and hasn't deleted, from signed first entries only."""
+        """The clips the manifest holds and hasn't deleted (from signed entries: see _track)."""
         out = []
         for clip, born in list(self._born.items()):
-            if clip not in self._born_ok:
-                if not (self.signed(born) and safe_clip_path(clip)):
-                    continue  # an unsigned line (or a path that isn't a clip's) never leads to a deletion
-                self._born_ok.add(clip)
+            if not safe_clip_path(clip):
+                continue  # (signed, but not a clip's path: never deleted)
             # Sizes from the signed first entry too (a re-key changes a header by a few bytes only).
             files = born.get("files")
             size = sum(f["size"] for f in files if isinstance(f, dict) and isinstance(f.get("size"), int)) \
@@ -557,18 +570,8 @@ class Manifest:
             self._writer.append(lambda: [{"kind": "clock", "ct": self._ct()}] if due() else [], self.clock.time())
 
     def signed_deletions(self, clips: Iterable[str]) -> set[str]:
-        """Which of `clips` have a signed `delete` entry as their newest signed entry (a full read of
-        the chain: only for the rare start-up that finds rows in `garbage`)."""
-        want = set(clips)
-        newest: dict[str, str] = {}
-
-        def take(line: ChainLine) -> None:
-            e = line.entry
-            if line.trusted and e and e.get("clip") in want and e.get("kind") in (*CLIP_KINDS, "delete"):
-                newest[e["clip"]] = e["kind"]
-
-        read_chain(self.path, public_key=self._public, on_line=take, keep=False)
-        return {c for c, kind in newest.items() if kind == "delete"}
+        """Which of `clips` the signed manifest deleted (its newest entry about them is a `delete`)."""
+        return {c for c in clips if (self._latest.get(c) or {}).get("kind") == "delete"}
 
     def reconcile(self, rows: Iterable[ClipRow]) -> dict[str, int]:
         """Start-up: records every complete/partial clip that has no entry (crash before its entry,
