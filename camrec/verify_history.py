@@ -77,8 +77,8 @@ class History:
         else:
             old = {f["path"]: f.get("payload") for f in before}
             new = {f["path"]: f.get("payload") for f in files}
-            if kind == "rekey" and set(old) != set(new):
-                self._flag("replaced", clip, f"manifest entry {seq} (rekey) lists other files than the clip's "
+            if set(old) != set(new):  # (a sidecar dropped from the record, or one added later)
+                self._flag("replaced", clip, f"manifest entry {seq} ({kind}) lists other files than the clip's "
                            "earlier entry")
             changed = sorted(p for p, digest in old.items() if digest is not None and p in new and new[p] != digest)
             if changed:

@@ -398,3 +398,14 @@ def test_an_unsigned_delete_line_hides_no_clip_from_budget_retention(pinned, cap
     assert all((root / r.path).exists() for r in rows[1:])
     code, doc = verify(pinned, capsys)
     assert code == 7 and {p["kind"] for p in doc["problems"]} == {"chain-break"}  # only the forged line
+
+
+def test_a_sidecar_dropped_with_a_signed_re_entry_is_flagged(pinned, capsys):
+    """Key holder: the thumbnail removed and the clip recorded again without it."""
+    root, row = pinned["root"], pinned["rows"][1]
+    e = first_entry(root, row.path)
+    os.unlink(root / row.thumb)
+    append_signed(root, {"kind": "clip", "camera": "cam", "clip": row.path, "start": e["start"], "end": e["end"],
+                         "files": [f for f in e["files"] if f["path"] != row.thumb], "ct": newest_ct(root) + 1})
+    code, doc = verify(pinned, capsys)
+    assert code == 7 and ("replaced", row.path) in found(doc)
