@@ -409,3 +409,20 @@ def test_a_sidecar_dropped_with_a_signed_re_entry_is_flagged(pinned, capsys):
                          "files": [f for f in e["files"] if f["path"] != row.thumb], "ct": newest_ct(root) + 1})
     code, doc = verify(pinned, capsys)
     assert code == 7 and ("replaced", row.path) in found(doc)
+
+
+@pytest.mark.parametrize(("days_old", "flagged"), [(29.95, False), (29.5, True)])
+def test_a_key_holder_can_age_a_clip_by_at_most_two_hours(tmp_path, capsys, days_old, flagged):
+    """The documented limit: an age deletion passes only for clips retention_days − 2 h old in real time."""
+    s = recorded_store(tmp_path, days_ago=days_old, n=2)
+    s["heads"] = tmp_path / "heads.txt"
+    assert main(["verify", "-c", str(s["config"]), "--save-head", str(s["heads"])]) == 0
+    capsys.readouterr()
+    victim = s["rows"][0]
+    born = first_entry(s["root"], victim.path)["ct"]
+    append_signed(s["root"], {"kind": "delete", "camera": "cam", "clip": victim.path, "reason": "age",
+                              "retention_days": 30, "age_s": 30 * DAY, "ct": born + int(30 * DAY * 1000) + 1000})
+    remove_files(s["root"], victim)
+    code, doc = verify(s, capsys)
+    assert (code == 7) is flagged
+    assert (("bad-time", victim.path) in found(doc)) is flagged
