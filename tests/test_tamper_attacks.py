@@ -426,3 +426,31 @@ def test_a_key_holder_can_age_a_clip_by_at_most_two_hours(tmp_path, capsys, days
     code, doc = verify(s, capsys)
     assert (code == 7) is flagged
     assert (("bad-time", victim.path) in found(doc)) is flagged
+
+
+@pytest.mark.parametrize("when", ["daemon-stopped", "daemon-running"])
+def test_a_forged_line_stays_untrusted_after_the_daemon_signs_lines_after_it(pinned, capsys, when):
+    """The daemon chains its signed lines onto whatever is in the file; its signature must not then
+    vouch for a forged line before it at the next start-up (it records a signed `forged` marker)."""
+    root, rows = pinned["root"], pinned["rows"]
+    if when == "daemon-stopped":
+        pinned["store"].close()
+    last = (root / MANIFEST_NAME).read_bytes().splitlines()[-1]
+    forged = {"v": 1, "kind": "delete", "camera": "cam", "clip": rows[0].path, "reason": "budget", "max_size": 1,
+              "total": 2, "ct": newest_ct(root) + 1, "seq": json.loads(last)["seq"] + 1, "prev": line_hash(last),
+              "time": utc_iso(time.time())}
+    with open(root / MANIFEST_NAME, "ab") as f:
+        f.write(json.dumps(forged, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+    if when == "daemon-stopped":
+        pinned["store"] = Store(root, [pinned["owner"].recipient()], clock=pinned["clock"])
+    write_clip(pinned["store"], pinned["clock"].time())  # signed lines now follow the forged one
+    markers = [e for e in entries(root) if e.get("forged")]
+    assert [m["forged"] for m in markers] == [[forged["seq"]]]
+    store = restart(pinned)
+    assert rows[0].path in {c.path for c in store.manifest.live_clips()}
+    sizes = [sum((root / p).stat().st_size for p in (r.path, r.thumb, r.meta)) for r in rows]
+    deleted = store.apply_retention(retention_days=30, max_size=sum(sizes), min_free=0)  # the new clip is extra
+    assert [d.path for d in deleted] == [rows[0].path]
+    assert len([e for e in entries(root) if e.get("forged")]) == 1  # recorded once
+    code, doc = verify(pinned, capsys)
+    assert code == 7 and {p["kind"] for p in doc["problems"]} == {"chain-break"}

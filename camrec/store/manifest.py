@@ -375,6 +375,8 @@ class Manifest:
         self._legacy: dict[str, Any] | None = None  # (start-up) the last entry, when it has no camrec time
         self._link, self._next_seq, self._intact = GENESIS, 1, True  # (start-up) are all lines chained?
         self._last: dict[str, Any] | None = None  # (start-up) the last line
+        self._tainted = False  # (start-up) a signed marker says lines were forged: check every line
+        self._forged: set[int] = set()  # unsigned lines seen and not yet recorded in a marker
         self._loaded = False
         self._writer = ChainWriter(self.path, mode=0o640, sign=self._sign, key=self.key_id, on_line=self._track,
                                    on_reset=self._forget)
@@ -383,6 +385,8 @@ class Manifest:
         self._authenticate()
         self._loaded = True
         self._start_camtime()
+        if self._forged:
+            self._append(list)
         from camrec.audit import prepare_store_log  # (audit builds on this module)
 
         prepare_store_log(root)
@@ -410,29 +414,40 @@ class Manifest:
             seq = entry.get("seq") if entry else None
             self._link, self._last = self._writer.prev, entry  # (the writer has hashed this line by now)
             self._next_seq = (seq if isinstance(seq, int) else self._next_seq) + 1
+            self._tainted = self._tainted or bool(entry and entry.get("forged"))
         elif entry is not None and not self.signed(entry):
             log.warning("%s: ignoring a line not signed by the device key (seq %r)", self.path, entry.get("seq"))
+            self._forged.add(entry["seq"] if isinstance(entry.get("seq"), int) else -1)
             return
         if entry:
             self._apply(entry)
 
     def _authenticate(self) -> None:
         """One signature check for the whole chain: if every line links to the one before it and
-        the last line is signed, every line is as the key holder wrote it (each line's `prev`
-        hashes the line before, up to the signed last one). Otherwise (lines edited, inserted, or
-        appended without the key) only the signed lines are used, checked one by one."""
-        if self._intact and (self._last is None or self.signed(self._last)):
+        the last line is signed, every line is as camrec wrote it (each line's `prev` hashes the
+        line before, up to the signed last one, and camrec never appends after a line it didn't
+        check without a signed `forged` marker saying so). Otherwise (lines edited, inserted, or
+        appended without the key, now or ever) only the signed lines are used, checked one by one."""
+        if self._intact and not self._tainted and (self._last is None or self.signed(self._last)):
             return
         log.warning("%s: the chain was edited or has lines not signed by the device key: using only the "
                     "signed lines (run camrec verify)", self.path)
         self._forget()
         self._top = self._legacy = None
 
+        marked: set[int] = set()
+        forged: set[int] = set()
+
         def take(line: ChainLine) -> None:
             if line.trusted and line.entry is not None:
                 self._apply(line.entry)
+                marked.update(n for n in line.entry.get("forged") or () if isinstance(n, int))
+            elif not line.trusted:
+                seq = line.entry.get("seq") if line.entry else None
+                forged.add(seq if isinstance(seq, int) else -line.lineno)
 
         read_chain(self.path, public_key=self._public, on_line=take, keep=False)
+        self._forged |= forged - marked
 
     def _apply(self, entry: dict[str, Any]) -> None:
         ct = entry_ct(entry)
@@ -460,6 +475,22 @@ class Manifest:
             self.camtime.observe(parse_utc(self._legacy.get("time")) or 0.0)
         self._top = self._legacy = self._last = None
         self.camtime.start()
+
+    def _append(self, build: Callable[[], Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """Appends under the chain lock; first, a signed `forged` marker when lines not signed by
+        the device key were found (at start-up, or caught up just now): a later start-up must not
+        take our signature after them as vouching for them (see _authenticate)."""
+
+        def marked() -> list[Mapping[str, Any]]:
+            bodies = list(build())
+            if self._forged:
+                bodies.insert(0, {"kind": "clock", "ct": self._ct(), "forged": sorted(self._forged)})
+            return bodies
+
+        entries = self._writer.append(marked, self.clock.time())
+        for e in entries:
+            self._forged.difference_update(e.get("forged") or ())
+        return entries
 
     def _ct(self) -> int:
         """camrec time for a new entry, in integer milliseconds (integers re-encode identically)."""
@@ -529,7 +560,7 @@ class Manifest:
                 return []
             return [{**body, "ct": self._ct()}]
 
-        entries = self._writer.append(build, self.clock.time())
+        entries = self._append(build)
         return entries[-1] if entries and entries[-1].get("clip") == video else None
 
     def record_row(self, row: ClipRow, *, kind: str | None = None, recovered: bool = False) -> dict[str, Any] | None:
@@ -556,7 +587,7 @@ class Manifest:
                 out.append({**d.why, "kind": "delete", "camera": d.clip.camera, "clip": d.clip.path, "ct": ct})
             return out
 
-        return [e for e in self._writer.append(build, self.clock.time()) if e.get("kind") == "delete"]
+        return [e for e in self._append(build) if e.get("kind") == "delete"]
 
     def tick(self) -> None:
         """Writes a `clock` entry when the newest recorded camrec time is TICK old: a restart then
@@ -567,7 +598,7 @@ class Manifest:
             return last is None or self.camtime.now() - last >= TICK
 
         if due():
-            self._writer.append(lambda: [{"kind": "clock", "ct": self._ct()}] if due() else [], self.clock.time())
+            self._append(lambda: [{"kind": "clock", "ct": self._ct()}] if due() else [])
 
     def signed_deletions(self, clips: Iterable[str]) -> set[str]:
         """Which of `clips` the signed manifest deleted (its newest entry about them is a `delete`)."""
