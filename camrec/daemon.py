@@ -267,6 +267,8 @@ class Daemon:
         now = time.monotonic()
         doc = {"pid": os.getpid(), "state": state, "time": time.time(), "started_at": self.started_at,
                "storage": str(self.storage_root), "storage_error": self.storage_error,
+               # seconds the wall clock is ahead of camrec's own clock, when suspect (docs/storage.md)
+               "clock_suspect": None if self.store is None else self.store.manifest.camtime.last_suspect,
                "cameras": {p.name: p.status(now) for p in self.pipelines}}
         publish_status(self.status_file, doc)
 

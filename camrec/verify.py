@@ -17,7 +17,6 @@ anything is reported.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import stat
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from camrec.errors import CamrecError, IdentityError, StorageError, TruncatedError, UsageError
 from camrec.store import layout, untrusted
+from camrec.store.digest import Digester
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.manifest import (
     CLIP_KINDS,
@@ -45,9 +45,10 @@ from camrec.store.manifest import (
     key_id,
     read_chain,
 )
+from camrec.verify_history import HISTORY_PROBLEMS, History
 
 PROBLEMS = ("missing", "altered", "truncated", "orphan", "unrecorded", "unreadable", "chain-break",
-            "head-mismatch", "undecryptable", "truncated-payload", "unsafe-file")
+            "head-mismatch", "undecryptable", "truncated-payload", "unsafe-file", *HISTORY_PROBLEMS)
 NOTICES = ("torn-tail", "recording", "deleted-present", "unindexed", "partial")
 _BUF = 1 << 20
 
@@ -140,7 +141,10 @@ def clip_entry_problem(entry: dict[str, Any]) -> str | None:
     kind = entry.get("kind")
     if kind not in KINDS:
         return f"unknown entry kind {kind!r}"
-    if kind == "repair":
+    ct = entry.get("ct")
+    if "ct" in entry and (not isinstance(ct, int) or isinstance(ct, bool) or ct < 0):
+        return "malformed camrec time"
+    if kind in ("repair", "clock"):
         return None
     clip = entry.get("clip")
     if not isinstance(clip, str) or not _safe_relpath(clip) or not clip.endswith(layout.VIDEO_SUFFIX):
@@ -153,7 +157,8 @@ def clip_entry_problem(entry: dict[str, Any]) -> str | None:
     for f in files:
         if not (isinstance(f, dict) and isinstance(f.get("path"), str) and _safe_relpath(f["path"])
                 and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
-                and _HEX64.match(f["sha256"])):
+                and _HEX64.match(f["sha256"])
+                and ("payload" not in f or (isinstance(f["payload"], str) and _HEX64.match(f["payload"])))):
             return "malformed file entry"
     return None
 
@@ -182,10 +187,12 @@ class _Snapshot:
     chain: ChainCheck
     expected: dict[str, dict[str, Any]]  # clip -> newest trusted clip/partial/rekey entry
     deleted: dict[str, dict[str, Any]]  # clip -> its delete entry, when that is the newest
+    history: History  # deletions, re-keys and camrec time judged along the chain
     unsafe: list[Finding] = field(default_factory=list)  # links, FIFOs, devices: never opened
 
 
-def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[tuple[int, str]]) -> _Snapshot:
+def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[tuple[int, str]],
+              history: History) -> _Snapshot:
     # Files first, index second, manifest last: a clip closing meanwhile then shows up as a row
     # in `recording` or with its entry, never as a file that neither accounts for.
     files: dict[str, os.stat_result] = {}
@@ -224,6 +231,7 @@ def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[t
         entry = line.entry
         if not line.trusted or entry is None:
             return
+        history.take(entry)
         if entry["kind"] in CLIP_KINDS:
             expected[entry["clip"]] = entry
             deleted.pop(entry["clip"], None)
@@ -234,7 +242,7 @@ def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[t
     # Streamed: memory follows the clips that exist, not the length of the chain's history.
     chain = read_chain(root / MANIFEST_NAME, public_key=public_key, entry_problem=clip_entry_problem,
                        heads=heads, on_line=take, keep=False)
-    return _Snapshot(files, by_clip, rows, chain, expected, deleted, unsafe)
+    return _Snapshot(files, by_clip, rows, chain, expected, deleted, history, unsafe)
 
 
 def _unsafe_finding(rel: str, full: str, st: os.stat_result) -> Finding:
@@ -257,6 +265,7 @@ class _FileResult:
     sha256: str | None
     decrypt: tuple[str, str] | None = None  # (finding kind, detail) when decryption failed
     error: str | None = None  # the file could not be read
+    payload: str | None = None  # SHA-256 of the age payload (the bytes after the header), when hashed
 
 
 class _Tee:
@@ -293,7 +302,7 @@ def _check_file(root: Path, rel: str, hash_it: bool, identities: Sequence[Any] |
     Opened from the store root without following any link (camrec/store/untrusted.py)."""
     from camrec.crypto.stream import decrypt_stream
 
-    sha = hashlib.sha256() if hash_it else None
+    sha = Digester() if hash_it else None
     decrypt: tuple[str, str] | None = None
     try:
         with os.fdopen(untrusted.open_file(root, rel), "rb", buffering=0) as f:
@@ -318,7 +327,8 @@ def _check_file(root: Path, rel: str, hash_it: bool, identities: Sequence[Any] |
                            hint="run as the storage owner or a member of its group") from None
     except OSError as exc:
         return _FileResult(0, None, None, exc.strerror or str(exc))
-    return _FileResult(tee.size, sha.hexdigest() if sha else None, decrypt)
+    return _FileResult(tee.size, sha.sha256() if sha else None, decrypt,
+                       payload=sha.payload() if sha else None)
 
 
 # --- judging ----------------------------------------------------------------------------------
@@ -370,6 +380,8 @@ def _judge(key: str, snap: _Snapshot, results: dict[str, _FileResult]) -> list[F
                 out.append(Finding("altered", rel, f"{st.st_size} bytes where {where} recorded {size}"))
             elif res is not None and res.sha256 is not None and res.sha256 != f["sha256"]:
                 out.append(Finding("altered", rel, f"SHA-256 differs from {where} (same size, {size} bytes)"))
+            elif res is not None and res.sha256 is not None and f.get("payload", res.payload) != res.payload:
+                out.append(Finding("altered", rel, f"its age payload differs from the payload digest in {where}"))
         if row is None:
             out.append(Finding("unindexed", key, f"in {where} but not in the index (files checked)"))
     elif key in snap.deleted:
@@ -464,10 +476,12 @@ def trusted_public_key(root: Path, device_key: Path | None = None) -> Ed25519Pub
 
 def verify_store(root: Path, *, identities: Sequence[Any] | None = None, heads: Sequence[tuple[int, str]] = (),
                  device_key: Path | None = None, quick: bool = False, workers: int | None = None,
+                 retention_days: float | None = None, max_size: int | None = None,
                  before_decrypt: Callable[[list[str]], None] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Checks a store. `before_decrypt(files)` runs once before any file is decrypted (the audit
-    entry); `progress(done_bytes, total_bytes)` after each file read."""
+    entry); `progress(done_bytes, total_bytes)` after each file read. `retention_days`/`max_size`:
+    the owner's retention, which deletions are checked against (verify_history.py)."""
     t0 = time.perf_counter()
     if not root.is_dir():
         raise StorageError(f"storage directory {root} does not exist")
@@ -506,21 +520,25 @@ def verify_store(root: Path, *, identities: Sequence[Any] | None = None, heads: 
         return {k: _judge(k, snap, results) for k in keys}, hashed, decrypted
 
     try:
-        snap = _snapshot(root, public_key, heads)
+        def history() -> History:
+            return History(retention_days=retention_days, max_size=max_size, now=time.time())
+
+        snap = _snapshot(root, public_key, heads, history())
         keys = sorted(set(snap.expected) | set(snap.by_clip) | set(snap.rows) | set(snap.deleted))
         by_key, report.bytes_hashed, report.decrypted = check(snap, keys, announce=True)
         suspects = [k for k, found in by_key.items() if any(f.problem for f in found)]
         if suspects:
             # A second look with fresh reads: a running daemon may have closed, recorded or
             # deleted a clip between our reads. Unchanged files are not read again.
-            snap = _snapshot(root, public_key, heads)
+            snap = _snapshot(root, public_key, heads, history())
             again, hashed, decrypted = check(snap, suspects, announce=False)
             by_key.update(again)
             report.bytes_hashed += hashed
             report.decrypted += decrypted
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    report.findings = _chain_findings(snap, root) + snap.unsafe + [f for k in keys for f in by_key[k]]
+    report.findings = (_chain_findings(snap, root) + snap.unsafe + [Finding(*f) for f in snap.history.findings]
+                       + [f for k in keys for f in by_key[k]])
     report.clips = len(keys)
     report.files = len(snap.files)
     report.entries = snap.chain.count

@@ -124,9 +124,13 @@ def test_recording_is_idempotent(tmp_path):
 
 def test_delete_entries_batch_and_skip_repeats(tmp_path):
     _, _, manifest, rows = make_store(tmp_path, n=3)
-    out = manifest.record_deleted(rows[:2])
+    from camrec.store.retention import Doomed
+
+    doomed = [Doomed(c, {"reason": "budget", "max_size": 1, "total": 2}) for c in manifest.live_clips()[:2]]
+    out = manifest.record_deleted(doomed)
     assert [e["kind"] for e in out] == ["delete", "delete"] and [e["seq"] for e in out] == [4, 5]
-    assert manifest.record_deleted(rows[:2]) == []
+    assert [e["reason"] for e in out] == ["budget", "budget"] and all(isinstance(e["ct"], int) for e in out)
+    assert manifest.record_deleted(doomed) == []
     assert manifest.latest(rows[0].path)["kind"] == "delete"
     assert manifest.latest(rows[2].path)["kind"] == "clip"
 
@@ -224,9 +228,11 @@ def test_known_digest_used_only_when_the_size_matches(tmp_path):
     real = hash_file(store.root / row.path)
     from camrec.store.manifest import FileDigest
 
-    fake = FileDigest(row.path, real[0], "ab" * 32)
+    fake = FileDigest(row.path, real[0], "ab" * 32, "cd" * 32)
     assert manifest.digests(row.path, [row.path], {row.path: fake})[0].sha256 == "ab" * 32
-    wrong_size = FileDigest(row.path, real[0] + 1, "ab" * 32)
+    no_payload = FileDigest(row.path, real[0], "ab" * 32)  # the payload digest is recorded too: hashed
+    assert manifest.digests(row.path, [row.path], {row.path: no_payload})[0].sha256 == real[1]
+    wrong_size = FileDigest(row.path, real[0] + 1, "ab" * 32, "cd" * 32)
     assert manifest.digests(row.path, [row.path], {row.path: wrong_size})[0].sha256 == real[1]
 
 

@@ -166,7 +166,8 @@ def test_line_removed_from_the_middle(clean):
 def test_lines_reordered(clean):
     edit_lines(clean["root"], lambda lines: [lines[0], lines[2], lines[1], lines[3]])
     report = verify_store(clean["root"])
-    assert {f.kind for f in report.problems} == {"chain-break"}  # content still authentic
+    # content still authentic; and camrec time (`ct`) now goes backwards between the swapped lines
+    assert {f.kind for f in report.problems} == {"chain-break", "bad-time"}
     assert f"{MANIFEST_NAME}:2" in {f.path for f in report.problems}
 
 
@@ -242,22 +243,25 @@ def test_orphan_files(clean):
     assert problems(verify_store(root)) == [("orphan", planted)]
 
 
-def test_retention_deletions_are_not_reported(clean):
-    store, manifest, root = clean["store"], clean["manifest"], clean["root"]
-    store.clock = type("C", (), {"time": lambda self: T0 + 40 * 86400, "monotonic": time.monotonic})()
-    # I4 as the store will do it: mark garbage, record the deletions, unlink, drop the rows.
-    doomed = store.apply_retention(retention_days=40 - 100 / 86400, max_size=None, min_free=0)
-    assert len(doomed) == 2  # the two clips that ended more than 40 days ago
-    manifest.record_deleted(doomed)  # (wired in, the store calls it before unlinking)
-    report = verify_store(root)
+def test_retention_deletions_are_not_reported(tmp_path):
+    from tests.test_tamper_attacks import DAY, recorded_store
+
+    s = recorded_store(tmp_path, days_ago=45)  # four clips, 45 to 42 days ago on a simulated clock
+    s["clock"].advance(40 * DAY)  # camrec ran 44 days in all: two clips are more than 40 days old
+    # I4 as the store does it: the signed delete entries, then rows `garbage`, unlink, drop the rows.
+    doomed = s["store"].apply_retention(retention_days=42.5, max_size=None, min_free=0)
+    assert len(doomed) == 2
+    report = verify_store(s["root"], retention_days=42.5)
     assert report.ok and report.findings == []
-    assert all(not (root / r.path).exists() for r in doomed)
+    assert all(not (s["root"] / r.path).exists() for r in doomed)
 
 
 def test_deleted_present_during_retention_is_a_notice(clean):
-    row = clean["rows"][0]
-    clean["manifest"].record_deleted([row])  # recorded; the unlink has not happened yet
-    report = verify_store(clean["root"])
+    from camrec.store.retention import Doomed
+
+    oldest = min(clean["manifest"].live_clips(), key=lambda c: c.seq)
+    clean["manifest"].record_deleted([Doomed(oldest, {"reason": "low-space", "free": 1, "min_free": 2})])
+    report = verify_store(clean["root"])  # recorded; the unlink has not happened yet
     assert report.ok and {f.kind for f in report.findings} == {"deleted-present"}
 
 
@@ -318,12 +322,16 @@ def test_missing_manifest(clean):
 def test_with_identity_corrupted_payload_is_undecryptable(clean):
     """A payload damaged before it was recorded (digest matches): only decryption can tell."""
     root, manifest, store = clean["root"], clean["manifest"], clean["store"]
-    row = write_clip(store, T0 + 5000, 3 * CHUNK_SIZE)
-    path = root / row.path
-    data = bytearray(path.read_bytes())
-    data[-CHUNK_SIZE] ^= 0x80  # inside the second chunk
-    path.write_bytes(bytes(data))
-    manifest.record_row(row)
+    clip = store.open_clip("cam", T0 + 5000)
+    clip.write(os.urandom(3 * CHUNK_SIZE), T0 + 5010)
+    clip.sync()  # two chunks are on disk; damage the second before the clip closes and is recorded
+    with open(clip.path, "r+b") as f:
+        f.seek(-CHUNK_SIZE, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-CHUNK_SIZE, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0x80]))
+    row = clip.close(T0 + 5010)
+    manifest.record_row(row)  # (already recorded by the store at close: nothing new)
     assert verify_store(root).ok
     report = verify_store(root, identities=[clean["owner"]])
     assert problems(report) == [("undecryptable", row.path)]

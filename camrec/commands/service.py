@@ -129,6 +129,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             if cam.get("failing"):
                 line += f", UNHEALTHY: {cam['failing']}"
             print(line)
+        ahead = doc.get("clock_suspect")
+        if isinstance(ahead, (int, float)):  # docs/storage.md "Retention and the clock"
+            print(f"  clock: the wall clock is {ahead / 86400:.1f} days ahead of camrec's own clock (stepped, or "
+                  "the recorder was off); clips are aged by camrec's clock")
     failing = [f"{n}: {c['failing']}" for n, c in doc.get("cameras", {}).items() if c.get("failing")]
     if failing:
         raise StorageError(f"recording is failing: {'; '.join(failing)}", hint="see the recorder's log")

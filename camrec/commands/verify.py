@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from camrec.commands.common import add_passphrase_file, load_config, load_identities
-from camrec.errors import IntegrityError, StorageError
+from camrec.errors import IntegrityError, StorageError, UsageError
 from camrec.printable import escape_controls
 
 ORDER = 40
@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device-key", metavar="FILE",
                    help="trust this device public key instead of <storage>/device-signing.pub")
     s.add_argument("--quick", action="store_true", help="check presence and sizes only, without hashing")
+    s.add_argument("--retention-days", type=float, metavar="DAYS",
+                   help="the retention deletions are checked against (default: storage.retention_days of CONFIG)")
     add_passphrase_file(s)
     s.set_defaults(func=cmd_verify)
 
@@ -48,6 +50,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     root = Path(config.storage.path)
     heads = parse_heads(args.expect_head)
+    if args.retention_days is not None and not 0 < args.retention_days < 1e6:
+        raise UsageError(f"--retention-days {args.retention_days:g}: expected a number of days above 0")
     identities = load_identities(args)[0] if args.identity else None
 
     def audit_entry(files: list[str]) -> None:
@@ -68,6 +72,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     report = verify_store(root, identities=identities, heads=heads,
                           device_key=Path(args.device_key) if args.device_key else None, quick=args.quick,
+                          retention_days=(config.storage.retention_days if args.retention_days is None
+                                          else args.retention_days), max_size=config.storage.max_size,
                           before_decrypt=audit_entry, progress=progress if sys.stderr.isatty() else None)
     if bar is not None:
         bar.close()

@@ -29,30 +29,33 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from camrec.errors import StorageError
 from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
+from camrec.store.camtime import TICK, CamrecTime, entry_ct, parse_utc
+from camrec.store.devicekey import KEY_NAME as KEY_NAME  # (the device key's names, re-exported)
+from camrec.store.devicekey import MANIFEST_NAME, key_id, load_or_create_signing_key
+from camrec.store.devicekey import PUB_NAME as PUB_NAME
+from camrec.store.digest import FileDigest, digest_file
+from camrec.store.digest import HashingFile as HashingFile  # (re-exported)
+from camrec.store.digest import hash_file as hash_file  # (re-exported)
 from camrec.store.index import ClipRow
 from camrec.store.layout import fsync_dir
+from camrec.store.retention import Doomed, LiveClip
 
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.jsonl"
-KEY_NAME = "device-signing.key"
-PUB_NAME = "device-signing.pub"
 VERSION = 1
 GENESIS = "0" * 64
 # Domain separation: a manifest signature can never be replayed as a signature over anything else.
 SIG_CONTEXT = b"camrec-manifest-v1\n"
 CLIP_KINDS = ("clip", "partial", "rekey")
-KINDS = (*CLIP_KINDS, "delete", "repair")
-_HASH_BUF = 1 << 20
+KINDS = (*CLIP_KINDS, "delete", "repair", "clock")
 _READ_BUF = 1 << 20
 
 
@@ -73,140 +76,6 @@ def utc_iso(t: float) -> str:
     """Times are strings, not floats: a string re-encodes identically in any JSON implementation."""
     dt = datetime.fromtimestamp(t, UTC)
     return f"{dt:%Y-%m-%dT%H:%M:%S}.{dt.microsecond // 1000:03d}Z"
-
-
-@dataclass(frozen=True)
-class FileDigest:
-    path: str  # relative to the storage root, '/' separators
-    size: int
-    sha256: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "size": self.size, "sha256": self.sha256}
-
-
-def hash_file(path: Path) -> tuple[int, str]:
-    """(size, SHA-256 hex) of a file, streamed through one reused 1 MiB buffer."""
-    h = hashlib.sha256()
-    size = 0
-    buf = memoryview(bytearray(_HASH_BUF))
-    # Never through a link, never blocking on a FIFO planted under a clip's name (issue 8).
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    os.set_blocking(fd, True)
-    with open(fd, "rb", buffering=0) as f:
-        while n := f.readinto(buf):
-            h.update(buf[:n])
-            size += n
-    return size, h.hexdigest()
-
-
-class HashingFile:
-    """Wraps the raw clip file handed to AgeWriter and hashes exactly the bytes the OS accepted.
-
-    Optional: with it, the store can give `record_closed` the video digest without reading the
-    file back at close. It hashes inside write() because AgeWriter reuses its buffer afterwards.
-    """
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self._raw = raw
-        self._sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        n = self._raw.write(data)
-        n = len(data) if n is None else n
-        self._sha.update(memoryview(data).cast("B")[:n])
-        self.size += n
-        return n
-
-    def flush(self) -> None:
-        self._raw.flush()
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        self._raw.close()
-
-    def digest(self, path: str) -> FileDigest:
-        return FileDigest(path, self.size, self._sha.hexdigest())
-
-
-# --- the device key -------------------------------------------------------------------------
-
-
-def key_id(public: Ed25519PublicKey) -> str:
-    """A short, stable name for a device key: the first 16 hex digits of SHA-256(raw key)."""
-    return hashlib.sha256(public.public_bytes_raw()).hexdigest()[:16]
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> bool:
-    """Creates `path` with `data` atomically and never over an existing file; False if it exists.
-
-    Written under a temporary name and hard-linked into place, so a crash can leave a stray
-    temporary file but never an empty or half-written key under the real name.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)  # exact mode whatever the umask
-        os.write(fd, data)
-        os.fsync(fd)
-    except OSError:
-        tmp.unlink()  # e.g. a full disk: leave no empty key file behind
-        raise
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-    fsync_dir(path.parent)
-    return True
-
-
-def load_or_create_signing_key(root: Path) -> Ed25519PrivateKey:
-    """The device signing key, generated on first use (0600) with its public half beside it.
-
-    Refuses to make a new key when a manifest already exists without one: silently starting a
-    new key would make every earlier entry look forged (`unknown key`) to `camrec verify`.
-    """
-    key_path, pub_path = root / KEY_NAME, root / PUB_NAME
-    try:
-        if not key_path.exists():
-            if (root / MANIFEST_NAME).exists() and (root / MANIFEST_NAME).stat().st_size:
-                raise StorageError(
-                    f"{key_path} is missing but {root / MANIFEST_NAME} exists",
-                    hint=f"restore the device key from a backup, or move {MANIFEST_NAME} away to start a new chain")
-            new = Ed25519PrivateKey.generate()
-            pem = new.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-            if _write_new(key_path, pem, 0o600):
-                log.info("created the device signing key %s (key id %s)", key_path, key_id(new.public_key()))
-        data = key_path.read_bytes()
-    except OSError as exc:
-        raise StorageError(f"cannot create or read the device signing key {key_path}: {exc.strerror or exc}") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except ValueError:
-        raise StorageError(f"{key_path} is not a PEM private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise StorageError(f"{key_path} is not an Ed25519 private key")
-    pem_pub = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-    try:
-        # Written only when absent: a start on a full disk must not need space for it.
-        if (pub_path.exists() or not _write_new(pub_path, pem_pub, 0o644)) and pub_path.read_bytes() != pem_pub:
-            raise StorageError(f"{pub_path} does not belong to {key_path}",
-                               hint="someone replaced one of them; check both against your saved key id")
-    except OSError as exc:
-        raise StorageError(f"cannot write {pub_path}: {exc.strerror or exc}") from None
-    return key
 
 
 # --- appending ------------------------------------------------------------------------------
@@ -523,19 +392,39 @@ def _signature_ok(public_key: Ed25519PublicKey, sig: object, message: bytes) -> 
 
 
 class Manifest:
-    """The store's writer side: thread-safe; one per Store (other processes may append too)."""
+    """The store's writer side: thread-safe; one per Store (other processes may append too).
+
+    What the daemon acts on (retention's clip list and ages, camrec time) comes only from lines
+    signed by its own key: the file is writable by anyone with file access, so an unsigned line
+    appended there must never make the daemon delete, or age, anything (docs/storage.md).
+    """
 
     def __init__(self, root: Path, *, clock: Clock | None = None) -> None:
         self.root = root
         self.path = root / MANIFEST_NAME
         self.clock = clock or SystemClock()
         self._key = load_or_create_signing_key(root)
-        self.key_id = key_id(self._key.public_key())
+        self._public = self._key.public_key()
+        self.key_id = key_id(self._public)
+        self.camtime = CamrecTime(self.clock)
         self._latest: dict[str, dict[str, Any]] = {}  # clip video path -> its newest entry
+        self._born: dict[str, dict[str, Any]] = {}  # live clip -> its first entry (age and order)
+        self._top: dict[str, Any] | None = None  # (start-up) the entry with the largest camrec time
+        self._legacy: dict[str, Any] | None = None  # (start-up) the last entry, when it has no camrec time
+        self._link, self._next_seq, self._intact = GENESIS, 1, True  # (start-up) are all lines chained?
+        self._last: dict[str, Any] | None = None  # (start-up) the last line
+        self._tainted = False  # (start-up) a signed marker says lines were forged: check every line
+        self._forged: set[int] = set()  # unsigned lines seen and not yet recorded in a marker
+        self._loaded = False
         self._writer = ChainWriter(self.path, mode=0o640, sign=self._sign, key=self.key_id, on_line=self._track,
-                                   on_reset=self._latest.clear)
+                                   on_reset=self._forget)
         # Start-up: read the chain, and cut (and record) a torn tail that a power cut left.
         self._writer.append(list, self.clock.time())
+        self._authenticate()
+        self._loaded = True
+        self._start_camtime()
+        if self._forged:
+            self._append(list)
         from camrec.audit import prepare_store_log  # (audit builds on this module)
 
         prepare_store_log(root)
@@ -543,11 +432,107 @@ class Manifest:
     def _sign(self, message: bytes) -> str:
         return base64.b64encode(self._key.sign(message)).decode()
 
+    def signed(self, entry: dict[str, Any]) -> bool:
+        """True if `entry` carries a valid signature by this device key."""
+        body = {k: v for k, v in entry.items() if k != "sig"}
+        return entry.get("key") == self.key_id and _signature_ok(self._public, entry.get("sig"),
+                                                                 SIG_CONTEXT + canonical(body))
+
+    def _forget(self) -> None:
+        self._latest.clear()
+        self._born.clear()
+
     def _track(self, entry: dict[str, Any] | None) -> None:
-        if entry and isinstance(entry.get("clip"), str) and entry.get("kind") in (*CLIP_KINDS, "delete"):
-            # A deleted clip is remembered by a stub only: memory follows the live clips.
-            self._latest[entry["clip"]] = (entry if entry["kind"] != "delete"
-                                           else {"kind": "delete", "seq": entry.get("seq")})
+        """Every line the writer reads or appends. What the daemon acts on must be signed with its
+        key: at start-up the whole chain is authenticated at once (_authenticate), after that each
+        new line on its own (another writer's, or ours)."""
+        if not self._loaded:
+            if entry is None or entry.get("prev") != self._link or entry.get("seq") != self._next_seq:
+                self._intact = False
+            seq = entry.get("seq") if entry else None
+            self._link, self._last = self._writer.prev, entry  # (the writer has hashed this line by now)
+            self._next_seq = (seq if isinstance(seq, int) else self._next_seq) + 1
+            self._tainted = self._tainted or bool(entry and entry.get("forged"))
+        elif entry is not None and not self.signed(entry):
+            log.warning("%s: ignoring a line not signed by the device key (seq %r)", self.path, entry.get("seq"))
+            self._forged.add(entry["seq"] if isinstance(entry.get("seq"), int) else -1)
+            return
+        if entry:
+            self._apply(entry)
+
+    def _authenticate(self) -> None:
+        """One signature check for the whole chain: if every line links to the one before it and
+        the last line is signed, every line is as camrec wrote it (each line's `prev` hashes the
+        line before, up to the signed last one, and camrec never appends after a line it didn't
+        check without a signed `forged` marker saying so). Otherwise (lines edited, inserted, or
+        appended without the key, now or ever) only the signed lines are used, checked one by one."""
+        if self._intact and not self._tainted and (self._last is None or self.signed(self._last)):
+            return
+        log.warning("%s: the chain was edited or has lines not signed by the device key: using only the "
+                    "signed lines (run camrec verify)", self.path)
+        self._forget()
+        self._top = self._legacy = None
+
+        marked: set[int] = set()
+        forged: set[int] = set()
+
+        def take(line: ChainLine) -> None:
+            if line.trusted and line.entry is not None:
+                self._apply(line.entry)
+                marked.update(n for n in line.entry.get("forged") or () if isinstance(n, int))
+            elif not line.trusted:
+                seq = line.entry.get("seq") if line.entry else None
+                forged.add(seq if isinstance(seq, int) else -line.lineno)
+
+        read_chain(self.path, public_key=self._public, on_line=take, keep=False)
+        self._forged |= forged - marked
+
+    def _apply(self, entry: dict[str, Any]) -> None:
+        ct = entry_ct(entry)
+        if not self._loaded:
+            if ct is not None and (self._top is None or ct > (entry_ct(self._top) or 0.0)):
+                self._top = entry
+            self._legacy = entry if ct is None else None
+        elif ct is not None:
+            self.camtime.observe(ct)
+        clip = entry.get("clip")
+        if isinstance(clip, str) and entry.get("kind") in (*CLIP_KINDS, "delete"):
+            if entry["kind"] == "delete":
+                # A deleted clip is remembered by a stub only: memory follows the live clips.
+                self._latest[clip] = {"kind": "delete", "seq": entry.get("seq")}
+                self._born.pop(clip, None)
+            else:
+                self._latest[clip] = entry
+                self._born.setdefault(clip, entry)
+
+    def _start_camtime(self) -> None:
+        """camrec time continues from the largest signed `ct` (or, in an older manifest, entry time)."""
+        if self._top is not None:
+            self.camtime.observe(entry_ct(self._top) or 0.0)
+        elif self._legacy is not None:  # a manifest written before camrec time: its last entry's time
+            self.camtime.observe(parse_utc(self._legacy.get("time")) or 0.0)
+        self._top = self._legacy = self._last = None
+        self.camtime.start()
+
+    def _append(self, build: Callable[[], Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """Appends under the chain lock; first, a signed `forged` marker when lines not signed by
+        the device key were found (at start-up, or caught up just now): a later start-up must not
+        take our signature after them as vouching for them (see _authenticate)."""
+
+        def marked() -> list[Mapping[str, Any]]:
+            bodies = list(build())
+            if self._forged:
+                bodies.insert(0, {"kind": "clock", "ct": self._ct(), "forged": sorted(self._forged)})
+            return bodies
+
+        entries = self._writer.append(marked, self.clock.time())
+        for e in entries:
+            self._forged.difference_update(e.get("forged") or ())
+        return entries
+
+    def _ct(self) -> int:
+        """camrec time for a new entry, in integer milliseconds (integers re-encode identically)."""
+        return int(self.camtime.now() * 1000)
 
     def head(self) -> tuple[int, str]:
         return self._writer.seq, self._writer.prev
@@ -555,6 +540,22 @@ class Manifest:
     def latest(self, video: str) -> dict[str, Any] | None:
         """The newest entry about a clip (None: never recorded)."""
         return self._latest.get(video)
+
+    def live_clips(self) -> list[LiveClip]:
+        """The clips the manifest holds and hasn't deleted (from signed entries: see _track)."""
+        out = []
+        for clip, born in list(self._born.items()):
+            if not safe_clip_path(clip):
+                continue  # (signed, but not a clip's path: never deleted)
+            # Sizes from the signed first entry too (a re-key changes a header by a few bytes only).
+            files = born.get("files")
+            size = sum(f["size"] for f in files if isinstance(f, dict) and isinstance(f.get("size"), int)) \
+                if isinstance(files, list) else 0
+            end_ct = entry_ct(born)
+            if end_ct is None:  # an entry written before camrec time existed: its signed end
+                end_ct = parse_utc(born.get("end")) or parse_utc(born.get("time")) or 0.0
+            out.append(LiveClip(clip, str(born.get("camera")), int(born.get("seq") or 0), end_ct, size))
+        return out
 
     def digests(self, video: str, files: Sequence[str] | None = None,
                 known: Mapping[str, FileDigest] | None = None) -> list[FileDigest]:
@@ -567,13 +568,12 @@ class Manifest:
             path = self.root / rel
             try:
                 pre = (known or {}).get(rel)
-                if pre is not None and path.stat().st_size == pre.size:
+                if pre is not None and pre.payload is not None and path.stat().st_size == pre.size:
                     out.append(pre)
                     continue
-                size, sha = hash_file(path)
+                out.append(digest_file(path, rel))
             except OSError as exc:
                 raise StorageError(f"cannot hash {path}: {exc.strerror or exc}") from None
-            out.append(FileDigest(rel, size, sha))
         return out
 
     def record_closed(self, camera: str, video: str, *, start: float, end: float, kind: str = "clip",
@@ -596,9 +596,9 @@ class Manifest:
             last = self._latest.get(video)
             if last is not None and last.get("kind") == kind and last.get("files") == digests:
                 return []
-            return [body]
+            return [{**body, "ct": self._ct()}]
 
-        entries = self._writer.append(build, self.clock.time())
+        entries = self._append(build)
         return entries[-1] if entries and entries[-1].get("clip") == video else None
 
     def record_row(self, row: ClipRow, *, kind: str | None = None, recovered: bool = False) -> dict[str, Any] | None:
@@ -608,22 +608,39 @@ class Manifest:
                                   kind=kind or ("partial" if row.state == "partial" else "clip"),
                                   files=files or [row.path], recovered=recovered)
 
-    def record_deleted(self, rows: Iterable[ClipRow], *, reason: str = "retention") -> list[dict[str, Any]]:
-        """One `delete` entry per clip, all in one write + fsync; clips already deleted are skipped."""
-        rows = list(rows)
+    def record_deleted(self, doomed: Iterable[Doomed]) -> list[dict[str, Any]]:
+        """One `delete` entry per clip, with retention's reason, all in one write + fsync, in the
+        order given (oldest first: verify checks budget deletions by it); deleted clips are skipped."""
+        doomed = list(doomed)
 
         def build() -> list[dict[str, Any]]:
             seen: set[str] = set()
             out = []
-            for row in rows:
-                last = self._latest.get(row.path)
-                if row.path in seen or (last is not None and last.get("kind") == "delete"):
+            ct = self._ct()
+            for d in doomed:
+                last = self._latest.get(d.clip.path)
+                if d.clip.path in seen or last is None or last.get("kind") == "delete":
                     continue
-                seen.add(row.path)
-                out.append({"kind": "delete", "camera": row.camera, "clip": row.path, "reason": reason})
+                seen.add(d.clip.path)
+                out.append({**d.why, "kind": "delete", "camera": d.clip.camera, "clip": d.clip.path, "ct": ct})
             return out
 
-        return [e for e in self._writer.append(build, self.clock.time()) if e.get("kind") == "delete"]
+        return [e for e in self._append(build) if e.get("kind") == "delete"]
+
+    def tick(self) -> None:
+        """Writes a `clock` entry when the newest recorded camrec time is TICK old: a restart then
+        continues camrec time from at most that far back (camrec/store/camtime.py)."""
+
+        def due() -> bool:
+            last = self.camtime.recorded
+            return last is None or self.camtime.now() - last >= TICK
+
+        if due():
+            self._append(lambda: [{"kind": "clock", "ct": self._ct()}] if due() else [])
+
+    def signed_deletions(self, clips: Iterable[str]) -> set[str]:
+        """Which of `clips` the signed manifest deleted (its newest entry about them is a `delete`)."""
+        return {c for c in clips if (self._latest.get(c) or {}).get("kind") == "delete"}
 
     def reconcile(self, rows: Iterable[ClipRow]) -> dict[str, int]:
         """Start-up: records every complete/partial clip that has no entry (crash before its entry,
@@ -645,3 +662,10 @@ class Manifest:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def safe_clip_path(p: str) -> bool:
+    """A relative path inside the store that ends in a clip video's name (nothing else is deleted)."""
+    parts = p.split("/")
+    return (not p.startswith("/") and ".." not in parts and "\\" not in p and "" not in parts
+            and layout.parse_video_name(parts[-1]) is not None)

@@ -6,8 +6,8 @@ Write procedure (invariants numbered as in docs/storage.md):
   I2  The index's `size`/`end` of an open clip only ever grow to values already fsynced to the file
       (checkpoint every `fsync_interval` seconds), so the index never points past durable bytes.
   I3  A clip becomes `complete` only after its final age chunk, thumbnail and details are fsynced.
-  I4  Deletion marks the row `garbage` first, then unlinks the files, then drops the row; a crash in
-      between is finished by the next start-up.
+  I4  Deletion writes the signed `delete` entry first, then marks the row `garbage`, unlinks the
+      files and drops the row; start-up finishes a `garbage` row only if its signed entry exists.
 Nothing but age-encrypted bytes is ever written under the storage root (besides the index).
 """
 
@@ -21,7 +21,6 @@ import shutil
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.layout import fsync_dir
-from camrec.store.manifest import CLIP_KINDS, Manifest
-from camrec.store.retention import plan_retention
+from camrec.store.manifest import Manifest, safe_clip_path
+from camrec.store.retention import LiveClip, plan_retention
 
 log = logging.getLogger(__name__)
 
@@ -109,37 +108,32 @@ class Store:
         return index
 
     def _free_space_from_manifest(self) -> set[str]:
-        """Start-up retention for a disk too full to open the index: plans from the manifest's
-        entries (their signed start and end times) for the clip files that are present, deletes
-        oldest first until INDEX_HEADROOM (or min_free) is free, and signs each deletion first.
-        Only the space limit applies here; the age limit waits for the normal retention run."""
-        rows: list[ClipRow] = []
-        for rel in layout.iter_video_files(self.root):
-            entry = self.manifest.latest(rel)
-            if entry is None or entry.get("kind") not in CLIP_KINDS:
-                continue  # never recorded by this device, or already deleted: not for retention to decide
-            try:
-                start, end = _parse_utc(entry["start"]), _parse_utc(entry["end"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            state = "partial" if entry.get("kind") == "partial" else "complete"
-            rows.append(ClipRow(-len(rows) - 1, str(entry.get("camera", "")), start, end, self._clip_bytes(rel),
-                                rel, None, None, state))
+        """Start-up retention for a disk too full to open the index: the same signed planner as
+        `apply_retention` (clips the manifest holds, oldest first), with the space limit only, until
+        INDEX_HEADROOM (or min_free) is free; each deletion is signed before its files go. The age
+        limit waits for the normal retention run."""
+        present = set(layout.iter_video_files(self.root))
+        live = [c for c in self.manifest.live_clips() if c.path in present]
         try:
             free = shutil.disk_usage(self.root).free
         except OSError as exc:
             raise _storage_error("measure free space on", self.root, exc) from None
-        doomed = plan_retention(rows, now=self.clock.time(), retention_days=float("inf"), max_size=None,
-                                free_bytes=free, min_free=max(self.min_free, INDEX_HEADROOM))
-        if doomed:
-            self._record_deleted(doomed, "retention")
-        for row in doomed:
-            self._unlink_files([row.path, layout.sibling(row.path, layout.THUMB_SUFFIX),
-                                layout.sibling(row.path, layout.META_SUFFIX)])
-        if doomed:
-            log.warning("retention: the disk was too full to open the index; deleted %d clip(s), %d bytes, "
-                        "oldest first, to make room for it", len(doomed), sum(r.size for r in doomed))
-        return {row.path for row in doomed}
+        doomed = plan_retention(live, now_ct=self.manifest.camtime.now(), retention_days=float("inf"),
+                                max_size=None, free_bytes=free, min_free=max(self.min_free, INDEX_HEADROOM))
+        if not doomed:
+            return set()
+        try:
+            self.manifest.record_deleted(doomed)
+        except StorageError as exc:
+            # Too full even for the entry: free the oldest clip's files first (as apply_retention does).
+            log.error("manifest: %s; removing the oldest clip's files to make room", exc.message)
+            self._unlink_files(self._files_of(doomed[0].clip.path))
+            self.manifest.record_deleted(doomed)
+        for d in doomed:
+            self._unlink_files(self._files_of(d.clip.path))
+        log.warning("retention: the disk was too full to open the index; deleted %d clip(s), %d bytes, "
+                    "oldest first, to make room for it", len(doomed), sum(d.clip.size for d in doomed))
+        return {d.clip.path for d in doomed}
 
     def check_mount(self) -> None:
         """Raises StorageError if the storage directory is gone or now lies on another filesystem."""
@@ -259,6 +253,7 @@ class Store:
         layout.warn_refused(tree, log)
         rows = self.index.query()
         known = {row.path for row in rows}
+        deleting = self._deletions_to_finish(rows)
         for row in rows:
             if layout.parse_relpath(row.path) is None:
                 # Not a path camrec writes (`..`, absolute, another layout): the index was edited.
@@ -266,10 +261,8 @@ class Store:
                             layout.escaped(row.camera), row.id, layout.escaped(row.path))
                 continue
             exists = row.path in tree.files
-            if row.state == "garbage":
-                self._record_deleted([row], "retention")
-                self._unlink_clip(row)
-                counts["garbage"] += 1
+            if row.path in deleting:
+                counts["garbage"] += self._finish_garbage(row, exists, signed=deleting[row.path])
             elif row.state == "recording":
                 if exists:
                     size = self._clip_bytes(row.path)
@@ -306,11 +299,29 @@ class Store:
         counts["recorded"] = self.manifest.reconcile(self.index.query(states=("complete", "partial")))["recorded"]
         return counts
 
-    def _record_deleted(self, rows: list[ClipRow], reason: str) -> None:
-        try:
-            self.manifest.record_deleted(rows, reason=reason)
-        except StorageError as exc:  # the deletion happens anyway; `camrec verify` will show them missing
-            log.error("manifest: %s", exc.message)
+    def _deletions_to_finish(self, rows: list[ClipRow]) -> dict[str, bool]:
+        """Rows a deletion was started for: in `garbage`, or deleted in the manifest (a crash between
+        the signed entry and the row update). Maps each to whether a *signed* `delete` entry exists."""
+        started = [r.path for r in rows if r.state == "garbage"
+                   or (self.manifest.latest(r.path) or {}).get("kind") == "delete"]
+        signed = self.manifest.signed_deletions(started) if started else set()
+        return {path: path in signed for path in started}
+
+    def _finish_garbage(self, row: ClipRow, exists: bool, *, signed: bool) -> bool:
+        """Finishes a deletion only if the signed manifest made it. The index isn't signed (a review
+        set rows to `garbage` by hand and the daemon then deleted and signed them): a `garbage` row
+        without a signed `delete` entry goes back to its signed state instead."""
+        if signed:
+            self._unlink_clip(row)
+            return True
+        if row.state != "garbage":
+            return False  # an unsigned `delete` line in the manifest: nothing to do (verify reports it)
+        latest = self.manifest.latest(row.path)
+        state = "complete" if latest is not None and latest.get("kind") in ("clip", "rekey") else "partial"
+        self.index.update(row.id, state=state if exists else "missing")
+        log.warning("%s: clip %s was marked for deletion in the index, but the signed manifest never "
+                    "deleted it: kept (restored to %s)", row.camera, row.path, state if exists else "missing")
+        return False
 
     def _clip_bytes(self, video_rel: str) -> int:
         """Bytes of the clip's regular files (a link or FIFO in their place counts nothing)."""
@@ -320,26 +331,58 @@ class Store:
     # -- retention ------------------------------------------------------------------------------
 
     def apply_retention(self, *, retention_days: float, max_size: int | None, min_free: int,
-                        progress: Callable[[], object] | None = None) -> list[ClipRow]:
-        """Deletes what the retention limits demand (invariant I4); returns the deleted rows.
+                        progress: Callable[[], object] | None = None) -> list[LiveClip]:
+        """Deletes what the retention limits demand (invariant I4); returns the deleted clips.
 
+        Planned from the signed manifest (never the index, which anyone with file access can
+        edit), with ages on camrec's own clock (a stepped wall clock ages nothing). The signed
+        `delete` entries are written first, then the rows become `garbage`, then files go: so a
+        `garbage` row always has its entry, and start-up may finish it (see `_finish_garbage`).
         `progress` is called after each clip: a first run over a year of clips can take a while on
         an SD card, and the supervisor must keep feeding systemd's watchdog meanwhile."""
+        self.manifest.tick()
+        self.manifest.camtime.suspect()  # logs once; `camrec status` shows it (camtime.last_suspect)
         try:
             free = shutil.disk_usage(self.root).free
         except OSError:
             free = None
-        doomed = plan_retention(self.index.query(), now=self.clock.time(), retention_days=retention_days,
-                                max_size=max_size, free_bytes=free, min_free=min_free)
-        for row in doomed:
-            self.index.update(row.id, state="garbage")
-        if doomed:
-            self._record_deleted(doomed, "retention")
-        for row in doomed:
-            self._unlink_clip(row)
+        rows = {r.path: r for r in self.index.query()}
+        live = self.manifest.live_clips()
+        # Clips being written count with what they really take on disk, not the index's (unsigned) size.
+        recorded = {c.path for c in live}
+        in_progress = sum(self._clip_bytes(r.path) for r in rows.values()
+                          if r.state == "recording" and r.path not in recorded and safe_clip_path(r.path))
+        doomed = plan_retention(live, now_ct=self.manifest.camtime.now(),
+                                retention_days=retention_days, max_size=max_size, in_progress=in_progress,
+                                free_bytes=free, min_free=min_free)
+        if not doomed:
+            return []
+        try:
+            self.manifest.record_deleted(doomed)
+        except StorageError as exc:
+            if doomed[0].why["reason"] == "age":
+                raise  # nothing is deleted without its signed entry; retried at the next turn
+            # The disk is too full even for the entry: free the oldest clip's files first (verify
+            # shows them `missing` until the entry below is written), or nothing ever gets freed.
+            log.error("manifest: %s; removing the oldest clip's files to make room", exc.message)
+            self._unlink_files(self._files_of(doomed[0].clip.path))
+            self.manifest.record_deleted(doomed)
+        for d in doomed:
+            row = rows.get(d.clip.path)
+            if row is not None:
+                self.index.update(row.id, state="garbage")
+        for d in doomed:
+            self._unlink_files(self._files_of(d.clip.path))
+            row = rows.get(d.clip.path)
+            if row is not None:
+                self.index.delete(row.id)
             if progress is not None:
                 progress()
-        return doomed
+        return [d.clip for d in doomed]
+
+    @staticmethod
+    def _files_of(video_rel: str) -> list[str]:
+        return [video_rel, *(layout.sibling(video_rel, s) for s in (layout.THUMB_SUFFIX, layout.META_SUFFIX))]
 
     def _unlink_clip(self, row: ClipRow) -> None:
         self._unlink_files([row.path, layout.sibling(row.path, layout.THUMB_SUFFIX),
@@ -408,11 +451,6 @@ def _nearly_full(root: Path) -> bool:
         return shutil.disk_usage(root).free < 256 * 1024
     except OSError:
         return False
-
-
-def _parse_utc(text: str) -> float:
-    """Epoch seconds from a manifest time (manifest.utc_iso)."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def _has_payload(root: Path, rel: str) -> bool | None:
