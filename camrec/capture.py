@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from camrec.errors import SourceError
+from camrec.errors import AuthError, SourceError
 from camrec.redact import redact
 from camrec.sources import MediaPacket, Source, StreamInfo
 
@@ -23,6 +23,16 @@ BACKOFF_MIN = 0.5
 # Capped low on purpose: a camera that comes back must be recording again within ~3 s, and a
 # refused connection costs nothing. A black-holed camera costs its open timeout per attempt anyway.
 BACKOFF_MAX = 2.0
+# A camera that refuses the credentials is asked again only after these waits (then every 10 min).
+# Hikvision, Dahua and Reolink lock an account after about five failed logins, which also locks
+# the owner's phone app: 11 tries in the first hour and 6 an hour after that stay well clear of
+# it, and a password fixed on the camera side is still picked up within minutes.
+AUTH_BACKOFF = (15.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+def auth_backoff(failures: int) -> float:
+    """Seconds to wait after the `failures`-th refused login in a row (1-based)."""
+    return AUTH_BACKOFF[min(failures, len(AUTH_BACKOFF)) - 1]
 
 
 @dataclass
@@ -38,6 +48,8 @@ class CaptureStatus:
     connected_at: float | None = None  # wall clock of the current connection's open
     first_packet_at: float | None = None  # wall clock of the current connection's first packet
     last_progress: float = 0.0  # monotonic: the loop's last sign of life (attempt, packet, backoff)
+    retry_at: float | None = None  # wall clock of the next connection attempt while waiting
+    waiting_until: float = 0.0  # monotonic end of a deliberate wait (not a hang)
 
 
 class Capture(threading.Thread):
@@ -68,23 +80,31 @@ class Capture(threading.Thread):
     def run(self) -> None:
         backoff = BACKOFF_MIN
         generation = 0
+        refused = 0  # refused logins in a row
         while not self._stop_event.is_set():
             generation += 1
             self.status.last_progress = time.monotonic()
             try:
                 source = self._make(generation)
                 info = source.open()
+            except AuthError as exc:
+                refused += 1
+                self._report_failure(exc.message, auth_backoff(refused))
+                self._wait(auth_backoff(refused))
+                continue
             except SourceError as exc:
-                self._report_failure(exc.message)
-                self._stop_event.wait(backoff)
+                refused = 0
+                self._report_failure(exc.message, backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             except Exception:  # a bug or an FFmpeg surprise: log it once, keep the camera alive
                 log.exception("%s: %s stream: unexpected error while connecting", self.camera, self.role)
-                self._report_failure("unexpected error while connecting (see the log)")
-                self._stop_event.wait(backoff)
+                self._report_failure("unexpected error while connecting (see the log)", backoff)
+                self._wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            refused = 0
             self._connected(info)
             try:
                 reason = self._pump(source)
@@ -99,8 +119,15 @@ class Capture(threading.Thread):
             self.status.error = reason
             log.warning("%s: %s stream lost (%s); reconnecting", self.camera, self.role, reason)
             backoff = BACKOFF_MIN  # it worked a moment ago: try again at once, then back off
-            self._stop_event.wait(backoff)
+            self._wait(backoff)
         self.status.state = "stopped"
+
+    def _wait(self, seconds: float) -> None:
+        """Waits before the next attempt; a stop request ends the wait at once."""
+        self.status.waiting_until = time.monotonic() + seconds
+        self.status.retry_at = time.time() + seconds
+        self._stop_event.wait(seconds)
+        self.status.retry_at = None
 
     def _connected(self, info: StreamInfo) -> None:
         self.status.connects += 1
@@ -108,6 +135,7 @@ class Capture(threading.Thread):
         self.status.error = None
         self.status.stream = info.describe()
         self.status.connected_at = time.time()
+        self.status.retry_at = None
         self.status.first_packet_at = None
         log.info("%s: %s stream connected: %s", self.camera, self.role, info.describe())
 
@@ -128,13 +156,16 @@ class Capture(threading.Thread):
         return "stopping"
 
     def stuck(self, now: float) -> bool:
-        return self.is_alive() and now - self.status.last_progress > self.stall_limit
+        # A long deliberate wait (a refused login backs off for minutes) is not a hang.
+        since = max(self.status.last_progress, self.status.waiting_until)
+        return self.is_alive() and now - since > self.stall_limit
 
-    def _report_failure(self, message: str) -> None:
+    def _report_failure(self, message: str, retry_in: float) -> None:
         self.status.last_progress = time.monotonic()
         message = redact(message)
         if self.status.error != message:
-            log.error("%s: %s stream: %s (retrying with backoff up to %.0fs)",
-                      self.camera, self.role, message, BACKOFF_MAX)
+            log.error("%s: %s stream: %s (next try in %.0f s)", self.camera, self.role, message, retry_in)
+        elif retry_in > BACKOFF_MAX:  # slow retries are rare enough to log each one
+            log.warning("%s: %s stream: still %s (next try in %.0f s)", self.camera, self.role, message, retry_in)
         self.status.state = "disconnected"
         self.status.error = message

@@ -111,6 +111,7 @@ class CameraPipeline:
                 "state": s.state, "stream": s.stream, "error": s.error, "connects": s.connects,
                 "packets": s.packets, "connected_at": s.connected_at, "first_packet_at": s.first_packet_at,
                 "last_packet_age": None if s.last_packet is None else round(now_mono - s.last_packet, 3),
+                "retry_at": s.retry_at,
             }
         state = "recording" if rec.recording else self.captures[0].status.state
         return {

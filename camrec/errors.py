@@ -41,6 +41,11 @@ class SourceError(CamrecError):
     exit_code = 4
 
 
+class AuthError(SourceError):
+    """The camera refused the credentials (RTSP 401/403): retried slowly, never at the normal rate,
+    because many cameras lock the account (and the owner's phone app) after a few failed logins."""
+
+
 class IdentityError(CamrecError):
     exit_code = 5
 

@@ -124,6 +124,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             line += f", {cam['clips_written']} clip(s) this run"
             if main.get("error"):
                 line += f", last error: {main['error']}"
+            if main.get("retry_at"):
+                retry = datetime.fromtimestamp(float(main["retry_at"])).astimezone()
+                line += f", next try at {retry:%H:%M:%S}"
             if cam.get("storage_error"):
                 line += f", STORAGE: {cam['storage_error']}"
             if cam.get("failing"):

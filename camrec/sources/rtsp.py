@@ -13,7 +13,7 @@ from typing import Any
 
 import av
 
-from camrec.errors import SourceError
+from camrec.errors import AuthError, SourceError
 from camrec.redact import redact, register_url_credentials
 from camrec.sources.base import Clock, MediaPacket, StreamInfo, SystemClock
 
@@ -67,6 +67,19 @@ class RtspSource:
                 options.update(analyzeduration="0", probesize="32")
         try:
             return av.open(self.url, options=options, timeout=(self.open_timeout, self.read_timeout))
+        except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
+            code = "401 Unauthorized" if isinstance(exc, av.error.HTTPUnauthorizedError) else "403 Forbidden"
+            raise AuthError(
+                f"{redact(self.url)}: wrong user or password (the camera answered {code})",
+                hint="check the user name and password in the camera URL (or its ${env:…} variable); "
+                     "camrec retries only every few minutes so that the camera does not lock the account",
+            ) from None
+        except av.error.ExitError:
+            # PyAV's timeout interrupts FFmpeg, which then reports "Immediate exit requested".
+            raise SourceError(
+                f"cannot open {redact(self.url)}: no answer within {self.open_timeout:g} s",
+                hint="check that the camera is on and reachable, and the URL and port are right",
+            ) from None
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(
                 f"cannot open {redact(self.url)}: {_describe_av_error(exc)}",
@@ -109,6 +122,9 @@ class RtspSource:
                 packet = next(self._packets)
             except StopIteration:
                 return None
+            except av.error.ExitError:
+                # The read timeout fired: the connection is up but the camera sends nothing.
+                raise SourceError(f"no video for {self.read_timeout:g} s from {redact(self.url)}") from None
             except (av.error.FFmpegError, OSError) as exc:
                 raise SourceError(f"reading {redact(self.url)}: {_describe_av_error(exc)}") from None
             if packet.size == 0:  # demuxer flush packet at end of stream
