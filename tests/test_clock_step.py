@@ -60,11 +60,12 @@ def test_the_status_document_carries_the_flag(stepped, monkeypatch, tmp_path, ca
                    "cameras:\n  cam:\n    source: synthetic:?motion=0-6&period=6\n")
     daemon = Daemon(load_config(cfg), clock=stepped["clock"])
     try:
-        daemon.recover()  # reconcile + retention, as at start-up
+        daemon.recover(daemon.open_store())  # reconcile + retention, as at start-up
         daemon.write_status()
         doc = json.loads((stepped["root"] / "status.json").read_text())
     finally:
-        daemon.store.close()
+        if daemon.store is not None:
+            daemon.store.close()
     # 31 days of step plus the day since the last entry, less what a start-up may catch up
     assert doc["clock_suspect"] is not None and 31 * DAY - TOLERANCE <= doc["clock_suspect"] <= 32 * DAY
     assert main(["status", "-c", str(cfg)]) == 4  # (the camera isn't running in this test)

@@ -205,6 +205,7 @@ def test_rekey_finds_sidecars_by_name_when_the_index_does_not_list_them(setup):
 
 
 def test_recorder_start_with_a_deleted_index_rebuilds_instead_of_adopting_partials(setup):
+    from camrec.store.retention import Doomed
     from camrec.store.writer import Store
 
     s = setup
@@ -226,13 +227,16 @@ def test_recorder_start_with_a_deleted_index_rebuilds_instead_of_adopting_partia
 def test_rebuild_finishes_only_deletions_the_device_signed(setup):
     """A clip whose newest signed entry is `delete` (a crash between the entry and the unlink) is
     deleted at start; a forged `delete` line (no valid signature) deletes nothing."""
+    from camrec.store.retention import Doomed
     from camrec.store.writer import Store
 
     s = setup
     root = s["root"]
     store = Store(root, [s["owner"].recipient()])
     signed, forged = store.index.query()
-    store.manifest.record_deleted([signed], reason="retention")  # the entry, then a crash: files stay
+    live = {c.path: c for c in store.manifest.live_clips()}
+    # The signed entry, then a crash before the unlink: the files stay.
+    store.manifest.record_deleted([Doomed(live[signed.path], {"reason": "budget", "max_size": 0, "total": 1})])
     store.close()
     with open(root / "manifest.jsonl", "ab") as f:
         f.write(json.dumps({"v": 1, "kind": "delete", "camera": forged.camera, "clip": forged.path,

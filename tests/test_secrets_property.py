@@ -227,6 +227,7 @@ def _through_the_daemon_and_the_cli(tmp: Path, url: str, password: str) -> None:
     assert_hidden(f"{refused.value.message}\n{refused.value.hint}", password, "a connection error")
 
     daemon = Daemon(config)
+    daemon.open_store()
     try:
         _capture_one_failure(daemon)
         assert_hidden_in_json(daemon.pipelines[0].status(time.monotonic()), password, "the status dict")
@@ -238,7 +239,8 @@ def _through_the_daemon_and_the_cli(tmp: Path, url: str, password: str) -> None:
         assert_hidden_in_json(json.loads(out), password, "camrec status --json")
         assert_hidden(err, password, "camrec status")
     finally:
-        daemon.store.index.close()
+        if daemon.store is not None:
+            daemon.store.close()
     out, err = _cli("doctor", "--json", "-c", str(path), "--skip", "outbound", "--skip", "service",
                     "--skip", "software", "--skip", "clock")
     doctor_doc = json.loads(out)

@@ -64,13 +64,22 @@ def _clip_size(root: Path, rels: list[str]) -> int:
 def clip_files(root: Path, video: str) -> list[str]:
     """Every file of a clip, found by name (video, thumbnail, details), not from the index: after a
     rebuilt or lost index a thumbnail the index doesn't list must still lose the revoked key. Only
-    regular files reached without following a link count; a path that isn't a clip path, none."""
+    Whatever exists under a clip file's name is returned, without following a link: the caller
+    re-keys regular files and reports anything else (a link left behind would still open with the
+    revoked key). A path that isn't a clip path gives nothing."""
     from camrec.store import layout
 
     if layout.parse_relpath(video) is None or not video.endswith(layout.VIDEO_SUFFIX):
         return []
-    rels = [layout.sibling(video, suffix) for suffix in layout.CLIP_SUFFIXES]
-    return [rel for rel in rels if layout.regular_size(root, rel) is not None]
+    found = []
+    for rel in (layout.sibling(video, suffix) for suffix in layout.CLIP_SUFFIXES):
+        try:
+            if layout.lstat_file(root, rel) is None:
+                continue
+        except OSError:
+            pass  # a link or non-directory on the way: reported by the caller's checked open
+        found.append(rel)
+    return found
 
 
 def _open_index(root: Path) -> Any:

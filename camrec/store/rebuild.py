@@ -143,8 +143,8 @@ def manifest_records(root: Path, public_key: Ed25519PublicKey | None) -> dict[st
 
     def take(line: Any) -> None:
         entry = line.entry
-        if not line.trusted or entry is None or entry.get("kind") == "repair":
-            return
+        if not line.trusted or entry is None or not isinstance(entry.get("clip"), str):
+            return  # `repair` and `clock` entries name no clip
         clip = entry["clip"]
         parsed = layout.parse_relpath(clip)
         if parsed is None or not clip.endswith(layout.VIDEO_SUFFIX) or entry.get("camera") != parsed[0]:
