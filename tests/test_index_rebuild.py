@@ -205,7 +205,6 @@ def test_rekey_finds_sidecars_by_name_when_the_index_does_not_list_them(setup):
 
 
 def test_recorder_start_with_a_deleted_index_rebuilds_instead_of_adopting_partials(setup):
-    from camrec.store.retention import Doomed
     from camrec.store.writer import Store
 
     s = setup
