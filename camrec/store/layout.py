@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from camrec.printable import escape_controls
+
 VIDEO_SUFFIX = ".mp4.age"
 THUMB_SUFFIX = ".jpg.age"
 META_SUFFIX = ".json.age"
@@ -86,18 +88,18 @@ class UnsafePath(OSError):
 
 
 def describe_kind(mode: int) -> str:
+    """A file type in words, for messages about what a store entry turned out to be."""
     for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory")):
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file")):
         if test(mode):
             return name
-    return "not a regular file"
+    return "an unknown kind of file"
 
 
 def escaped(text: str) -> str:
-    """A store path made safe to print or log: control characters (and undecodable bytes) escaped."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
-                   for c in text)
+    """A store path made safe to print or log (camrec/printable.py: control characters escaped)."""
+    return escape_controls(text)
 
 
 def parse_relpath(rel: str) -> tuple[str, float] | None:

@@ -95,38 +95,16 @@ def open_file(root: Path, rel: str) -> int:
     """A read-only descriptor of the regular file `rel` inside the store `root`, reached without
     following any link. Raises UnsafeFileError (a link, FIFO, device or directory on the way; its
     message does not repeat `rel`), FileNotFoundError (absent) or another OSError (unreadable)."""
-    parts = _components(rel)
-    # The root itself is the owner's own choice (their config); what lies below it is not.
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    _components(rel)
     try:
-        for part in parts[:-1]:
-            try:
-                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
-            except OSError as exc:
-                _refuse_link(exc, rel)
-                raise
-            os.close(fd)
-            fd = child
-        try:
-            leaf = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
-        except OSError as exc:
-            _refuse_link(exc, rel)
-            raise
-    finally:
-        os.close(fd)
-    mode = os.fstat(leaf).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(leaf)
-        raise UnsafeFileError(f"{kind_of(mode)}, not a regular file: not read")
-    os.set_blocking(leaf, True)
-    return leaf
-
-
-def _refuse_link(exc: OSError, rel: str) -> None:
-    # ELOOP: the component is a symlink (O_NOFOLLOW); ENOTDIR: a non-directory where a directory
-    # must be (a file, or a link to one, opened with O_DIRECTORY).
-    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-        raise UnsafeFileError("a symbolic link or non-directory in its path: not followed out of the store") from None
+        # The root itself is the owner's own choice (their config); what lies below it is not.
+        return layout.open_regular(root, rel)
+    except layout.UnsafePath as exc:
+        # ELOOP: a symlink (O_NOFOLLOW); ENOTDIR: a non-directory where a directory must be.
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeFileError("a symbolic link or non-directory in its path: not followed out of the store") \
+                from None
+        raise UnsafeFileError(f"{exc.strerror}, not a regular file: not read") from None
 
 
 def check_file(root: Path, rel: str) -> os.stat_result:
@@ -138,14 +116,7 @@ def check_file(root: Path, rel: str) -> os.stat_result:
         os.close(fd)
 
 
-def kind_of(mode: int) -> str:
-    """A file type in words, for messages about what a store entry turned out to be."""
-    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file")):
-        if test(mode):
-            return name
-    return "an unknown kind of file"
+kind_of = layout.describe_kind
 
 
 # The store's own files that the owner's tools read by name (SQLite opens the index's -wal/-shm too).
