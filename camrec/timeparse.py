@@ -152,8 +152,17 @@ def parse_time_arg(text: str, now: datetime) -> datetime:
 
     Accepted: ISO 8601 dates (``2024-05-01``: midnight local time), date-times with or without a
     zone (``2024-05-01T18:30``, ``2024-05-01 18:30:00+02:00``, ``...Z``; naive means local time),
-    ``now``, and relative durations meaning "that long before now": ``90s``, ``30m``, ``2h``,
-    ``1d``, ``1h30m`` (an optional trailing ``ago`` is allowed).
+    ``now``, relative durations meaning "that long before now": ``90s``, ``30m``, ``2h``,
+    ``1d``, ``1h30m`` (an optional trailing ``ago`` is allowed), and the words a person types:
+
+    - ``today``, ``yesterday``: local midnight at the start of that day;
+    - a weekday (``mon``, ``monday``, … ``sun``): local midnight at the start of the most recent
+      such day, today included (on a Monday, ``mon`` is this morning's midnight);
+    - ``HH:MM`` or ``HH:MM:SS``: that time today, or yesterday if it is still ahead of ``now``;
+    - a day word and a time (``yesterday 18:00``, ``fri 09:30``): that time on that day.
+
+    Local midnight and local times follow the zone's rules on that day, so a day with a daylight
+    saving change starts at its real midnight (23 or 25 hours before the next).
     """
     now = _aware(now)
     raw = text.strip()
@@ -176,13 +185,70 @@ def parse_time_arg(text: str, now: datetime) -> datetime:
             except OverflowError:  # timedelta caps at ~2.7 million years; datetime at year 1
                 raise ValueError(f"{text.strip()!r} reaches back before the year 1") from None
 
+    spoken = _parse_spoken(lowered, now)
+    if spoken is not None:
+        return spoken
     parsed = _parse_iso(raw)
     if parsed is None:
         raise ValueError(
             f"not a time: {text!r}; use an ISO 8601 date or date-time (2024-05-01, 2024-05-01T18:30, "
-            "2024-05-01T18:30:00Z) or how long ago (90s, 30m, 2h, 1d)"
+            "2024-05-01T18:30:00Z), how long ago (90s, 30m, 2h, 1d), today, yesterday, a weekday (mon) "
+            "or a time of day (09:30)"
         )
     return parsed
+
+
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+def _day_word(word: str, today: date) -> date | None:
+    """The date a day word names, relative to `today` (None if it isn't one)."""
+    if word == "today":
+        return today
+    if word == "yesterday":
+        return today - timedelta(days=1)
+    for number, name in enumerate(_WEEKDAYS):
+        # "mon", "tues", "wednesday": any prefix of three letters or more
+        if len(word) >= 3 and name.startswith(word):
+            return today - timedelta(days=(today.weekday() - number) % 7)
+    return None
+
+
+def _clock_time(word: str) -> time | None:
+    m = _CLOCK.fullmatch(word)
+    if m is None:
+        return None
+    hour, minute, second = int(m[1]), int(m[2]), int(m[3] or 0)
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"not a time of day: {word!r} (use 00:00 to 23:59)")
+    return time(hour, minute, second)
+
+
+def _parse_spoken(text: str, now: datetime) -> datetime | None:
+    """`today`, `yesterday`, weekdays, `HH:MM[:SS]`, or a day word followed by a time; else None."""
+    local_now = now.astimezone()  # day words mean the local calendar, whatever zone `now` came in
+    words = text.split()
+    if len(words) == 1:
+        day = _day_word(words[0], local_now.date())
+        if day is not None:
+            return _local(day, time())
+        clock = _clock_time(words[0])
+        if clock is None:
+            return None
+        moment = _local(local_now.date(), clock)
+        # A time still ahead today means the last time the clock showed it: yesterday.
+        return moment if moment <= now else _local(local_now.date() - timedelta(days=1), clock)
+    if len(words) == 2:
+        day, clock = _day_word(words[0], local_now.date()), _clock_time(words[1])
+        if day is not None and clock is not None:
+            return _local(day, clock)
+    return None
+
+
+def _local(day: date, clock: time) -> datetime:
+    # A naive local date-time made aware by the system's zone rules for that very day.
+    return datetime.combine(day, clock).astimezone()
 
 
 def _parse_iso(raw: str) -> datetime | None:

@@ -86,6 +86,16 @@ def test_list_json(recorded):
     assert json.loads(none.stdout) == []
     recent = camrec("list", "-c", str(recorded["config"]), "--since", "1h", "--json")
     assert len(json.loads(recent.stdout)) == 2
+    # The words a person types reach the same clips (they were recorded moments ago).
+    for since in ("yesterday",):  # (not "today": a run across midnight would miss them)
+        spoken = camrec("list", "-c", str(recorded["config"]), "--since", since, "--json")
+        assert spoken.returncode == 0, spoken.stderr
+        assert len(json.loads(spoken.stdout)) == 2
+
+
+def test_a_reversed_range_is_an_error_not_no_clips(recorded):
+    proc = camrec("list", "-c", str(recorded["config"]), "--since", "1h", "--until", "2h")
+    assert_one_line_error(proc, 2, "--since 1h is after --until 2h")
 
 
 def test_export_produces_playable_mp4(recorded, tmp_path):

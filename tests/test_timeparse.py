@@ -138,7 +138,7 @@ def test_parse_time_arg_valid(text: str, expected: datetime) -> None:
     assert result == expected
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "30", "2024-13-01", "12:00", "-2h", "2h from now"])
+@pytest.mark.parametrize("text", ["", "someday", "30", "2024-13-01", "12:0", "-2h", "2h from now"])
 def test_parse_time_arg_invalid(text: str) -> None:
     with pytest.raises(ValueError, match="time"):
         parse_time_arg(text, NOW)
@@ -155,3 +155,69 @@ def test_parse_time_arg_naive_now_is_local() -> None:
     result = parse_time_arg("1h", naive_now)
     assert result.tzinfo is not None
     assert result == naive_now.astimezone() - timedelta(hours=1)
+
+
+# --- the words a person types: today, yesterday, weekdays, HH:MM (issue 9) -------------------
+
+@pytest.fixture
+def berlin(monkeypatch: pytest.MonkeyPatch):
+    """Local time is Europe/Berlin: DST began on Sun 2026-03-29 (02:00 → 03:00) and ended on Sun
+    2026-10-25 (03:00 → 02:00), so the days around them are 23 and 25 hours long."""
+    import time as _time
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    _time.tzset()
+    yield
+    monkeypatch.undo()
+    _time.tzset()
+
+
+CEST, CET = timezone(timedelta(hours=2)), timezone(timedelta(hours=1))
+MON_AFTER_SPRING = datetime(2026, 3, 30, 10, 0, tzinfo=CEST)  # a Monday, 10:00
+MON_AFTER_AUTUMN = datetime(2026, 10, 26, 8, 0, tzinfo=CET)  # a Monday, 08:00
+
+
+@pytest.mark.parametrize(
+    ("now", "text", "expected"),
+    [
+        (MON_AFTER_SPRING, "today", datetime(2026, 3, 30, 0, 0, tzinfo=CEST)),
+        (MON_AFTER_SPRING, "yesterday", datetime(2026, 3, 29, 0, 0, tzinfo=CET)),  # before the switch
+        (MON_AFTER_SPRING, "Yesterday", datetime(2026, 3, 29, 0, 0, tzinfo=CET)),
+        (MON_AFTER_SPRING, "mon", datetime(2026, 3, 30, 0, 0, tzinfo=CEST)),  # today is Monday
+        (MON_AFTER_SPRING, "monday", datetime(2026, 3, 30, 0, 0, tzinfo=CEST)),
+        (MON_AFTER_SPRING, "sun", datetime(2026, 3, 29, 0, 0, tzinfo=CET)),
+        (MON_AFTER_SPRING, "tue", datetime(2026, 3, 24, 0, 0, tzinfo=CET)),
+        (MON_AFTER_SPRING, "wednesday", datetime(2026, 3, 25, 0, 0, tzinfo=CET)),
+        (MON_AFTER_SPRING, "09:30", datetime(2026, 3, 30, 9, 30, tzinfo=CEST)),
+        (MON_AFTER_SPRING, "10:00", datetime(2026, 3, 30, 10, 0, tzinfo=CEST)),  # now itself: today
+        (MON_AFTER_SPRING, "11:00", datetime(2026, 3, 29, 11, 0, tzinfo=CEST)),  # ahead: yesterday
+        (MON_AFTER_SPRING, "01:30", datetime(2026, 3, 30, 1, 30, tzinfo=CEST)),
+        (MON_AFTER_SPRING, "23:59:59", datetime(2026, 3, 29, 23, 59, 59, tzinfo=CEST)),
+        (MON_AFTER_SPRING, "yesterday 01:30", datetime(2026, 3, 29, 1, 30, tzinfo=CET)),
+        (MON_AFTER_SPRING, "yesterday 18:00", datetime(2026, 3, 29, 18, 0, tzinfo=CEST)),
+        (MON_AFTER_SPRING, "fri 09:30", datetime(2026, 3, 27, 9, 30, tzinfo=CET)),
+        (MON_AFTER_AUTUMN, "yesterday", datetime(2026, 10, 25, 0, 0, tzinfo=CEST)),  # before the switch
+        (MON_AFTER_AUTUMN, "today", datetime(2026, 10, 26, 0, 0, tzinfo=CET)),
+        (MON_AFTER_AUTUMN, "sat", datetime(2026, 10, 24, 0, 0, tzinfo=CEST)),
+        (MON_AFTER_AUTUMN, "09:30", datetime(2026, 10, 25, 9, 30, tzinfo=CET)),  # ahead: yesterday
+        # `now` given in another zone: day words still mean the local (Berlin) calendar
+        (datetime(2026, 3, 29, 23, 30, tzinfo=UTC), "today", datetime(2026, 3, 30, 0, 0, tzinfo=CEST)),
+    ],
+)
+def test_spoken_times(berlin, now: datetime, text: str, expected: datetime) -> None:
+    got = parse_time_arg(text, now)
+    assert got == expected, (got, expected)
+    assert got.utcoffset() == expected.utcoffset()
+
+
+def test_the_days_around_dst_changes_are_23_and_25_hours(berlin) -> None:
+    spring = parse_time_arg("today", MON_AFTER_SPRING) - parse_time_arg("yesterday", MON_AFTER_SPRING)
+    autumn = parse_time_arg("today", MON_AFTER_AUTUMN) - parse_time_arg("yesterday", MON_AFTER_AUTUMN)
+    assert spring == timedelta(hours=23)
+    assert autumn == timedelta(hours=25)
+
+
+@pytest.mark.parametrize("text", ["24:00", "12:60", "9:5", "mo", "yesterday 25:00", "tomorrow", "fri 9"])
+def test_spoken_times_invalid(berlin, text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_time_arg(text, MON_AFTER_SPRING)

@@ -25,7 +25,8 @@ def time_arg(text: str | None) -> float | None:
         return parse_time_arg(text, datetime.now().astimezone()).timestamp()
     except (ValueError, OverflowError) as exc:  # OverflowError: .timestamp() of an extreme date
         raise UsageError(f"bad time {text!r}: {exc}",
-                         hint="use ISO 8601 (2026-11-21T18:00) or a span like 30m, 2h, 1d") from None
+                         hint="use ISO 8601 (2026-11-21T18:00), a span like 30m, 2h, 1d, or "
+                              "today, yesterday, mon, 09:30, 'yesterday 18:00'") from None
 
 
 def load_config(path: str) -> Any:
@@ -97,6 +98,9 @@ def select_clips(args: argparse.Namespace, config: Any) -> list[Any]:
         raise UsageError(f"no camera named {args.camera!r} in {args.config}",
                          hint="cameras: " + ", ".join(config.cameras))
     since, until = time_arg(args.since), time_arg(args.until)
+    if since is not None and until is not None and since > until:
+        raise UsageError(f"--since {args.since} is after --until {args.until}",
+                         hint="swap them: --since is the earlier time")
     index = open_index(config)
     try:
         return index.query(camera=args.camera, since=since, until=until,
