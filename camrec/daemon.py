@@ -27,6 +27,7 @@ from camrec.detection import DetectionWorker
 from camrec.errors import CamrecError, DiskFullError, StorageError
 from camrec.recorder import Recorder
 from camrec.sources import Clock, Source, SystemClock, make_source
+from camrec.store.lock import RecorderLock
 from camrec.store.writer import Store
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ class Daemon:
         self.recipients = [parse_recipient(r) for r in config.recipients]
         self.storage_root: Path = config.storage.path
         self.store: Store | None = None
+        self.lock = RecorderLock(self.storage_root)
         self.pipelines: list[CameraPipeline] = []
         self.status_file = status_path(self.storage_root)
         # The fixed temporary name older versions used (and left behind, empty, on a full disk).
@@ -321,6 +323,13 @@ class Daemon:
         started = time.monotonic()
         deadline = None if duration is None else started + duration
         watchdog = sdnotify.WatchdogTimer()
+        # Before anything touches the storage (the status file included): one recorder per storage.
+        try:
+            self.storage_root.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as exc:
+            raise StorageError(f"cannot create the storage directory {self.storage_root}: "
+                               f"{exc.strerror or exc}") from None
+        self.lock.acquire()
         try:
             store = self.wait_for_store(watchdog, deadline)
             if store is None:
@@ -392,4 +401,5 @@ class Daemon:
         self.write_status("stopped")
         if self.store is not None:
             self.store.close()
+        self.lock.release()
         log.info("stopped")

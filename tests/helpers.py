@@ -21,7 +21,7 @@ PLAINTEXT_MARKERS = (b"ftypiso", b"ftypmp4", b"moov", b"moof", b"mdat", b"mvhd",
 # daemon's status, the tamper-evidence manifest with its signing key, and the audit log. None holds
 # video, images or motion details.
 STORE_METADATA = {"index.sqlite3", "index.sqlite3-wal", "index.sqlite3-shm", "status.json", "manifest.jsonl",
-                  "device-signing.key", "device-signing.pub", "audit.jsonl"}
+                  "device-signing.key", "device-signing.pub", "audit.jsonl", "recorder.lock"}
 
 
 def stored_files(root: Path) -> list[Path]:
