@@ -107,7 +107,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     identities, _ = load_identities(args)
     rows, hostile = _usable_rows(args, config)
-    rows = [r for r in rows if r.state in ("complete", "partial")]
+    # `recording` here means a live recorder is writing it (without one, select_clips made it
+    # `partial`): exported up to now, or named if it has no complete fragment yet. Never hidden.
+    rows = [r for r in rows if r.state in ("complete", "partial", "recording")]
     root = Path(config.storage.path)
     out_dir = Path(args.output)
     try:
@@ -127,6 +129,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                      storage_root=root)
     first_error: CamrecError | None = None
     exported = 0
+    still_recording: list[str] = []
     bar = tqdm(rows, unit="clip", disable=not sys.stderr.isatty(), file=sys.stderr)
     for row in bar:
         dest = out_dir / _export_name(row.path)
@@ -148,17 +151,31 @@ def cmd_export(args: argparse.Namespace) -> int:
                 result = remux_encrypted(root / row.path, identities, dest, src_file=src)
             except (IdentityError, OutputError):
                 raise  # the wrong key, or an unwritable output, fails every clip the same way: stop
+            except TruncatedError as exc:
+                if row.state != "recording":
+                    error = exc
+                else:  # just started: not one complete fragment yet
+                    still_recording.append(row.path)
+                    continue
             except CamrecError as exc:
                 error = exc
             else:
                 exported += 1
-                note = " (cut short by a crash: exported its complete part)" if result.truncated else ""
+                if row.state == "recording":
+                    note = " (still being recorded: exported up to now)"
+                elif result.truncated:
+                    note = " (cut short by a crash: exported its complete part)"
+                else:
+                    note = ""
                 tqdm.write(f"{dest} ({result.duration:.1f}s){note}", file=sys.stdout)
                 continue
         message = error.message if error.message.startswith(row.path) else f"{row.path}: {error.message}"
         tqdm.write(f"camrec: error: {escape_controls(message)}", file=sys.stderr)
         first_error = first_error or error
     print(f"camrec: exported {exported} of {len(rows)} clip(s) to {out_dir}", file=sys.stderr)
+    if still_recording:
+        print(f"camrec: skipped {len(still_recording)} clip(s) still recording, with no complete video "
+              f"fragment yet ({', '.join(still_recording)}); run again after they close", file=sys.stderr)
     if first_error is not None:
         raise first_error
     return _hostile_rows(hostile)
@@ -320,18 +337,48 @@ def _decrypt_to(src: Any, identities: list[Any], out: Any, name: str, dest: Path
                                 hint="pass the owner's identity file with -i FILE") from None
         raise
     except TruncatedError as exc:
-        raise _truncated_message(exc, name, dest, args.salvage) from None
+        recording = args.file != "-" and _being_recorded(Path(args.file))
+        raise _truncated_message(exc, name, dest, args.salvage, recording) from None
 
 
-def _truncated_message(exc: TruncatedError, name: str, dest: Path | None, salvage: bool) -> TruncatedError:
+def _being_recorded(path: Path) -> bool:
+    """Whether `path` is a clip a live recorder is writing right now (its index row says
+    `recording` and the storage's recorder lock is held): then a missing final chunk means "not
+    finished yet", not "cut by a crash"."""
+    from camrec.store import layout
+    from camrec.store.index import ClipIndex
+    from camrec.store.lock import recorder_running
+
+    root = audit.find_store_root(path)
+    if root is None or not recorder_running(root):
+        return False
+    try:
+        rel = path.resolve().relative_to(root.resolve()).as_posix()
+        index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
+    except (ValueError, OSError, CamrecError):
+        return False
+    try:
+        return any(r.path == rel and r.state == "recording" for r in index.query(states=("recording",)))
+    except CamrecError:
+        return False
+    finally:
+        index.close()
+
+
+def _truncated_message(exc: TruncatedError, name: str, dest: Path | None, salvage: bool,
+                       recording: bool = False) -> TruncatedError:
     """Says the file is truncated, where (plaintext and ciphertext offsets), and what was written."""
     n = exc.authenticated_bytes
     offset = getattr(exc, "ciphertext_offset", None)
     where = f"byte {offset} of the file" if offset is not None else "the cut"
     if getattr(exc, "inside_chunk", False):
         where += ", then a partial or damaged chunk"
-    head = f"{name} is truncated: no final chunk after {n} authenticated bytes ({where})"
-    export_hint = "`camrec export` turns a cut clip into a playable MP4 (up to its last complete fragment)"
+    if recording:
+        head = f"{name} is still being recorded: {n} authenticated bytes so far ({where})"
+    else:
+        head = f"{name} is truncated: no final chunk after {n} authenticated bytes ({where})"
+    export_hint = ("`camrec export` turns a cut clip, or one still being recorded, into a playable MP4 "
+                   "(up to its last complete fragment)")
     if dest is None:
         message = f"{head}; they were written to standard output"
         hint = "the output is the clip's authenticated prefix, nothing after the cut; " + export_hint

@@ -103,7 +103,21 @@ def select_clips(args: argparse.Namespace, config: Any) -> list[Any]:
                          hint="swap them: --since is the earlier time")
     index = open_index(config)
     try:
-        return index.query(camera=args.camera, since=since, until=until,
+        rows = index.query(camera=args.camera, since=since, until=until,
                            states=("recording", "complete", "partial", "missing"))
     finally:
         index.close()
+    return rows_as_cut_without_recorder(Path(config.storage.path), rows)
+
+
+def rows_as_cut_without_recorder(root: Path, rows: list[Any]) -> list[Any]:
+    """A clip in `recording` with no live recorder on its storage (the recorder died, or this is a
+    copy or a disk pulled after a break-in) is a cut clip: shown as `partial` and salvaged by
+    export, never hidden until a recorder runs there again."""
+    import dataclasses
+
+    from camrec.store.lock import recorder_running
+
+    if not any(r.state == "recording" for r in rows) or recorder_running(root):
+        return rows
+    return [dataclasses.replace(r, state="partial") if r.state == "recording" else r for r in rows]

@@ -16,12 +16,16 @@ import fcntl
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 from camrec.errors import StorageError
 
 LOCK_NAME = "recorder.lock"
 LOCK_MODE = 0o640
+# An owner's `recorder_running()` holds a shared lock for a moment: a recorder starting just then
+# waits this long before it concludes that another recorder holds the storage.
+ACQUIRE_SECONDS = 0.5
 
 
 class RecorderBusy(StorageError):
@@ -46,9 +50,7 @@ class RecorderLock:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise StorageError(f"{self.path} is not a regular file", hint="remove it; camrec makes it again")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_within(fd, ACQUIRE_SECONDS):
             holder = _read_holder(fd)
             os.close(fd)
             raise RecorderBusy(f"another recorder ({holder}) is recording into {self.path.parent}",
@@ -72,3 +74,36 @@ def _read_holder(fd: int) -> str:
         if text.startswith("pid "):
             return text.splitlines()[0][:100]
     return "pid unknown"
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
+def recorder_running(root: Path) -> bool:
+    """Whether a live recorder holds this storage's lock (owner side: read-only, never creates the
+    file, never follows a link; a store copied elsewhere has no live recorder)."""
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # absent (an older store, or a copy without it), or a link: nobody records
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False  # we got it, so nobody holds it (closing the descriptor releases it)
+    finally:
+        os.close(fd)
