@@ -17,7 +17,7 @@ import sys
 from typing import Any, NoReturn
 
 from camrec import __version__
-from camrec.errors import EXIT_INTERRUPTED, CamrecError, UsageError
+from camrec.errors import EXIT_INTERRUPTED, GROUP_HINT, CamrecError, StorageError, UsageError
 from camrec.printable import escape_controls
 from camrec.redact import RedactingFilter, redact
 
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except CamrecError as exc:
         return _fail(exc)
+    except PermissionError as exc:  # the recorder's files, read without its group: expected, not a bug
+        return _fail(StorageError(f"permission denied: {exc.filename or exc}", hint=GROUP_HINT))
     except KeyboardInterrupt:
         print("camrec: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

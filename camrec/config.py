@@ -45,7 +45,7 @@ from camrec.config_yaml import (
     kind_of,
     where,
 )
-from camrec.errors import ConfigError, IdentityError
+from camrec.errors import GROUP_HINT, ConfigError, IdentityError
 from camrec.redact import redact, redact_url, register_url_credentials
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
@@ -441,8 +441,11 @@ def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, 
 # --- loading --------------------------------------------------------------------------------
 
 
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate the config file at ``path``; raises ConfigError on any problem."""
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
+    """Read and validate the config file at ``path``; raises ConfigError on any problem.
+
+    ``secrets=False`` (the owner's read-only commands) leaves a ``${env:}``/``${cred:}`` reference
+    that can't be resolved as written instead of failing: those commands never use camera secrets."""
     file = Path(path)
     label = str(path)
     try:
@@ -455,10 +458,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
             f"{label}: no such file", hint="start from config/camrec.example.yaml, or pass --config PATH"
         ) from None
     except PermissionError:
-        raise ConfigError(
-            f"{label}: permission denied",
-            hint="run camrec as the user that owns the recorder, or make the file readable by it",
-        ) from None
+        raise ConfigError(f"{label}: permission denied", hint=GROUP_HINT) from None
     except OSError as exc:
         raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
     try:
@@ -466,7 +466,7 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> C
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{label}:{line}: not UTF-8 text", hint="save the file as UTF-8") from None
-    return parse_config(text, file.absolute(), environ=environ, label=label)
+    return parse_config(text, file.absolute(), environ=environ, label=label, secrets=secrets)
 
 
 def parse_config(
@@ -475,6 +475,7 @@ def parse_config(
     *,
     environ: Mapping[str, str] | None = None,
     label: str | None = None,
+    secrets: bool = True,
 ) -> Config:
     """Validate YAML ``text`` as if it were the file ``path`` (relative paths resolve against its
     directory; the current directory when ``path`` is None). For tests and `camrec config check`."""
@@ -513,7 +514,7 @@ def parse_config(
     if not isinstance(root, yaml.MappingNode):
         raise ConfigError(f"{label}:{root.start_mark.line + 1}: expected settings (key: value lines) at the top level")
 
-    builder = YamlBuilder(label, environ)
+    builder = YamlBuilder(label, environ, secrets=secrets)
     data: dict[str, Any] = builder.build(root, ())
     lines = builder.lines
     lines[()] = root.start_mark.line + 1

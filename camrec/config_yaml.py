@@ -61,9 +61,13 @@ def kind_of(value: Any) -> str:
 class YamlBuilder:
     """Turns a composed YAML node tree into plain data, recording the line of every key path."""
 
-    def __init__(self, label: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, label: str, environ: Mapping[str, str], *, secrets: bool = True) -> None:
         self.label = label
         self.environ = environ
+        # False for the owner's read-only commands (list, export, verify, audit, status, doctor
+        # --skip cameras): they never use camera secrets, so a reference that can't be resolved
+        # here (an owner's shell has no camera passwords) stays as written instead of failing.
+        self.secrets = secrets
         self.lines: dict[KeyPath, int] = {}
         self.nodes = 0
         self.active: set[int] = set()  # ids of the nodes being built, to catch recursive aliases
@@ -144,6 +148,8 @@ class YamlBuilder:
             kind, _, name = body.partition(":")
             if kind == "env" and _ENV_NAME.fullmatch(name):
                 value = self.environ.get(name)
+                if value is None and not self.secrets:
+                    return match.group(0)
                 if value is None:
                     raise self.error(
                         node,
@@ -152,6 +158,8 @@ class YamlBuilder:
                         hint=f"set {name} in the daemon's environment (systemd: Environment=)",
                     )
             elif kind == "cred" and _CRED_NAME.fullmatch(name):
+                if not self.secrets:
+                    return match.group(0)  # credentials are the service's alone
                 value = self.credential(node, path, name)
             else:
                 # A literal password may hold "${": then the body is a piece of it, shown only if

@@ -72,6 +72,16 @@ class StorageError(CamrecError):
     exit_code = 9
 
 
+# Owners on the recorder read its files as members of the service's group (README, install step 3).
+GROUP_HINT = ("add yourself to group camrec (`sudo adduser $USER camrec`, then log in again), or work on a "
+              "copy of the store (--store DIR)")
+
+
+def permission_error(what: str, path: object) -> StorageError:
+    """The expected failure of an owner reading the recorder's files without the group: exit 9."""
+    return StorageError(f"permission denied: cannot read {what} {path}", hint=GROUP_HINT)
+
+
 class StorageUnavailable(StorageError):
     """A storage condition the recorder waits out instead of failing on (a full disk, an unmounted
     storage disk): recording resumes by itself once it clears, so a restart would not help."""

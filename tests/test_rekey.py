@@ -172,17 +172,30 @@ def test_a_failing_file_is_left_untouched(setup, capsys):
 
 
 def test_recording_clips_are_skipped(setup, capsys):
+    """A clip a live recorder is writing is left alone; without a live recorder on the storage the
+    same row is a clip cut by a crash, and it is re-keyed like any other (issue 9)."""
+    from camrec.store.lock import RecorderLock
+
     root = setup["root"]
     first = rows(root)[0]
     index = ClipIndex(root / "index.sqlite3")
     index.update(first.id, state="recording")
     index.close()
     before = clip_files(root)
-    code, err = rekey(capsys, setup)
+    live = RecorderLock(root)
+    live.acquire()  # this test plays the running recorder
+    try:
+        code, err = rekey(capsys, setup)
+    finally:
+        live.release()
     assert code == 0 and "re-keyed 3 file(s) of 1 clip(s)" in err and "1 clip(s) skipped" in err
     after = clip_files(root)
     for rel in (first.path, first.thumb, first.meta):
         assert after[rel] == before[rel]
+    # The recorder is gone: the row is a cut clip now (the other clip is already re-keyed: both keys).
+    code, err = rekey(capsys, setup, "-i", str(setup["new_key"]))
+    assert code == 0 and "skipped" not in err, err
+    assert all(clip_files(root)[rel] != before[rel] for rel in (first.path, first.thumb, first.meta))
 
 
 def test_to_post_quantum_with_a_passphrase_protected_identity(setup, capsys):

@@ -26,8 +26,8 @@ from camrec.commands.common import (
     add_passphrase_file,
     add_selection,
     iso,
-    load_config,
     load_identities,
+    owner_config,
     select_clips,
 )
 from camrec.errors import CamrecError, IdentityError, IntegrityError, StorageError, TruncatedError, UsageError
@@ -83,7 +83,7 @@ def _usable_rows(args: argparse.Namespace, config: Any) -> tuple[list[Any], int]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = owner_config(args)
     rows, _ = _usable_rows(args, config)
     if args.json:
         json.dump([clip_json(r) for r in rows], sys.stdout, indent=1)
@@ -104,7 +104,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from camrec.export import OutputError, remux_encrypted
 
-    config = load_config(args.config)
+    config = owner_config(args)
     identities, _ = load_identities(args)
     rows, hostile = _usable_rows(args, config)
     # `recording` here means a live recorder is writing it (without one, select_clips made it

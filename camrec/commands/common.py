@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import stat
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from camrec.errors import StorageError, UsageError
+from camrec.errors import GROUP_HINT, StorageError, UsageError
 
 
 def iso(t: float) -> str:
@@ -29,10 +33,79 @@ def time_arg(text: str | None) -> float | None:
                               "today, yesterday, mon, 09:30, 'yesterday 18:00'") from None
 
 
-def load_config(path: str) -> Any:
+DEFAULT_CONFIG = "/etc/camrec/config.yaml"
+ENV_CONFIG = "CAMREC_CONFIG"
+CONFIG_HELP = f"the config file (default: ${ENV_CONFIG}, else {DEFAULT_CONFIG})"
+STORE_HELP = ("a store directory on its own, without a config: a disk pulled from the recorder, or a copy "
+              "made with rsync -a")
+
+
+def config_path(args: argparse.Namespace) -> str:
+    """-c, else $CAMREC_CONFIG, else the installed service's config."""
+    return getattr(args, "config", None) or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
+
+
+def load_config(path: str | None, *, secrets: bool = True) -> Any:
     from camrec.config import load_config
 
-    return load_config(path)
+    return load_config(path or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG, secrets=secrets)
+
+
+def add_config(s: argparse.ArgumentParser, *, store: bool = False) -> None:
+    """-c (optional: see config_path) and, for the owner's commands, --store DIR instead."""
+    if not store:
+        s.add_argument("-c", "--config", metavar="CONFIG", help=CONFIG_HELP)
+        return
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("-c", "--config", metavar="CONFIG", help=CONFIG_HELP)
+    where.add_argument("--store", metavar="DIR", help=STORE_HELP)
+
+
+@dataclass
+class _StoreSettings:
+    path: Path
+    retention_days: float | None = None  # unknown without the config: verify then checks order only
+    max_size: int | None = None
+
+
+@dataclass
+class StoreOnly:
+    """What the owner's read-only commands need of a config, from a store directory alone."""
+
+    storage: _StoreSettings
+    cameras: dict[str, None] = field(default_factory=dict)
+    recipients: list[str] = field(default_factory=list)
+
+
+_CAMERA_DIR = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def store_only(directory: str) -> StoreOnly:
+    root = Path(directory)
+    try:
+        st = os.stat(root)
+    except FileNotFoundError:
+        raise UsageError(f"--store {directory}: no such directory") from None
+    except OSError as exc:
+        raise StorageError(f"--store {directory}: {exc.strerror or exc}", hint=GROUP_HINT) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"--store {directory}: not a directory", hint="give the storage directory itself")
+    try:
+        # Camera names from the camera directories (never following a link out of the store).
+        names = sorted(e.name for e in os.scandir(root)
+                       if e.is_dir(follow_symlinks=False) and _CAMERA_DIR.fullmatch(e.name))
+    except OSError as exc:
+        raise StorageError(f"--store {directory}: {exc.strerror or exc}", hint=GROUP_HINT) from None
+    return StoreOnly(_StoreSettings(root), dict.fromkeys(names))
+
+
+def owner_config(args: argparse.Namespace) -> Any:
+    """The config of an owner-side command: --store DIR alone, or the config file read without
+    resolving camera secrets (these commands never use them; the owner's shell doesn't have them)."""
+    if getattr(args, "store", None):
+        return store_only(args.store)
+    return load_config(config_path(args), secrets=False)
+
 
 
 def add_passphrase_file(s: argparse.ArgumentParser) -> None:
@@ -51,11 +124,12 @@ def load_identities(args: argparse.Namespace) -> tuple[list[Any], Any]:
 
 
 def add_selection(s: argparse.ArgumentParser) -> None:
-    """-c/--camera/--since/--until, shared by the commands that pick clips from the index."""
-    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    """-c or --store, --camera/--since/--until, shared by the commands that pick clips from the index."""
+    add_config(s, store=True)
     s.add_argument("--camera", metavar="NAME")
-    s.add_argument("--since", metavar="TIME", help="ISO 8601 time or a span ago (30m, 2h, 1d)")
-    s.add_argument("--until", metavar="TIME", help="ISO 8601 time or a span ago")
+    s.add_argument("--since", metavar="TIME",
+                   help="ISO 8601, a span ago (30m, 2h, 1d), today, yesterday, a weekday (mon) or 09:30")
+    s.add_argument("--until", metavar="TIME", help="the same forms as --since")
 
 
 def open_index(config: Any) -> Any:
@@ -95,7 +169,8 @@ def open_index(config: Any) -> Any:
 
 def select_clips(args: argparse.Namespace, config: Any) -> list[Any]:
     if args.camera and args.camera not in config.cameras:
-        raise UsageError(f"no camera named {args.camera!r} in {args.config}",
+        where = f"--store {args.store}" if getattr(args, "store", None) else config_path(args)
+        raise UsageError(f"no camera named {args.camera!r} in {where}",
                          hint="cameras: " + ", ".join(config.cameras))
     since, until = time_arg(args.since), time_arg(args.until)
     if since is not None and until is not None and since > until:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from camrec.commands.common import load_config
+from camrec.commands.common import add_config, load_config
 from camrec.redact import redact
 
 ORDER = 25
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "that every camera answers. Run it inside the service's sandbox with "
                     "`sudo systemctl start camrec-doctor`. Exit status: 0 if nothing failed (warnings allowed), "
                     "10 if a check failed (or warned, with --strict), 3 if the config is invalid.")
-    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    add_config(s)
     s.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     s.add_argument("--strict", action="store_true", help="treat warnings as failures")
     s.add_argument("--skip", action="append", default=[], choices=CHECK_NAMES, metavar="CHECK",
@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_doctor(args: argparse.Namespace) -> int:
     from camrec.doctor import ChecksFailed, Options, run_checks
 
-    config = load_config(args.config)
+    # Camera secrets are resolved only when the camera check runs (it connects to them).
+    config = load_config(args.config, secrets="cameras" not in args.skip)
     results = run_checks(config, Options(skip=frozenset(args.skip)))
     bad = {"fail", "warn"} if args.strict else {"fail"}
     failed = [r for r in results if r.status in bad]

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from camrec.commands.common import load_config
+from camrec.commands.common import add_config, load_config
 from camrec.errors import StorageError
 
 ORDER = 45
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(s))
     r = actions.add_parser("rebuild", help="build the index anew from the clip files and the manifest; "
                                            "the old file is kept as index.sqlite3.damaged-/old-<time>")
-    r.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    add_config(r)
     r.set_defaults(func=cmd_rebuild)
 
 

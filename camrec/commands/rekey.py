@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from camrec import audit
-from camrec.commands.common import add_passphrase_file, add_selection, load_config, load_identities, select_clips
+from camrec.commands.common import (
+    add_passphrase_file,
+    add_selection,
+    config_path,
+    load_identities,
+    owner_config,
+    select_clips,
+)
 from camrec.errors import CamrecError, IdentityError, StorageError, UsageError
 from camrec.store import untrusted
 
@@ -116,7 +123,7 @@ def cmd_rekey(args: argparse.Namespace) -> int:
     from camrec.rekey import rekey_file, storage_lock
     from camrec.store import layout
 
-    config = load_config(args.config)
+    config = owner_config(args)
     recipients = read_recipients(args.recipients)
     identities, _ = load_identities(args)
     new_set = {str(r) for r in recipients}
@@ -223,7 +230,8 @@ def cmd_rekey(args: argparse.Namespace) -> int:
           + (f"; {missing} file(s) gone" if missing else "")
           + (f"; {len(failures)} file(s) failed and were left unchanged" if failures else ""), file=sys.stderr)
     if set(config.recipients) != new_set and not args.dry_run:
-        print(f"camrec: hint: clips recorded from now on still go to the recipients in {args.config}: set its "
+        where = "the recorder's config" if getattr(args, "store", None) else config_path(args)
+        print(f"camrec: hint: clips recorded from now on still go to the recipients in {where}: set its "
               "`recipients` (or recipients_file) to the new set and restart the recorder", file=sys.stderr)
     if failures:
         raise failures[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from camrec.commands.common import load_config
+from camrec.commands.common import add_config, load_config, owner_config
 from camrec.config_files import refuse_unsafe_permissions
 from camrec.errors import UsageError
 
@@ -13,16 +13,16 @@ ORDER = 20
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("run", help="record the configured cameras (the daemon)")
-    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    add_config(s)
     s.add_argument("--duration", metavar="SPAN", help="stop after this long (e.g. 60s); default: until signalled")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("check", help="validate the config and connect to every camera once")
-    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    add_config(s)
     s.set_defaults(func=cmd_check)
 
     s = sub.add_parser("status", help="what the running recorder is doing, per camera")
-    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    add_config(s, store=True)
     s.add_argument("--json", action="store_true", help="the status document as JSON on stdout")
     s.set_defaults(func=cmd_status)
 
@@ -98,7 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from camrec.daemon import find_status
     from camrec.errors import CamrecError, SourceError, StorageError
 
-    config = load_config(args.config)
+    config = owner_config(args)
     path = find_status(config.storage.path)
     try:
         doc = json.loads(path.read_text())

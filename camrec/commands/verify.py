@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from camrec.commands.common import add_passphrase_file, load_config, load_identities
+from camrec.commands.common import add_config, add_passphrase_file, load_identities, owner_config
 from camrec.errors import IntegrityError, StorageError, UsageError
 from camrec.printable import escape_controls
 
@@ -18,7 +18,7 @@ ORDER = 40
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("verify", help="check the recorded clips against the signed manifest (tamper evidence)")
-    s.add_argument("-c", "--config", required=True, metavar="CONFIG")
+    add_config(s, store=True)
     s.add_argument("-i", "--identity", action="append", default=[], metavar="IDENTITY",
                    help="also decrypt every clip fully and check its authentication (logged in the audit log)")
     s.add_argument("--json", action="store_true", help="a JSON report on stdout")
@@ -35,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = sub.add_parser("audit", help="show the audit log of decryptions and exports")
     where = a.add_mutually_exclusive_group()
-    where.add_argument("-c", "--config", metavar="CONFIG", help="the store's log (<storage>/audit.jsonl)")
+    where.add_argument("-c", "--config", metavar="CONFIG", help="the store's log (<storage>/audit.jsonl) "
+                       "of the store this config records into")
+    where.add_argument("--store", metavar="DIR", help="the log of this store directory (<DIR>/audit.jsonl)")
     where.add_argument("--log", metavar="FILE", help="this log (default: your own, ~/.local/state/camrec/audit.jsonl)")
     a.add_argument("--json", action="store_true", help="the entries as a JSON array on stdout")
     a.add_argument("--verify", action="store_true", help="check the hash chain; exit 7 if it is broken")
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_verify(args: argparse.Namespace) -> int:
     from camrec.verify import parse_heads, verify_store
 
-    config = load_config(args.config)
+    config = owner_config(args)
     root = Path(config.storage.path)
     heads = parse_heads(args.expect_head)
     if args.retention_days is not None and not 0 < args.retention_days < 1e6:
@@ -112,8 +114,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from camrec.commands.common import iso
     from camrec.verify import parse_heads
 
-    if args.config:
-        path = Path(load_config(args.config).storage.path) / audit.AUDIT_NAME
+    if args.config or args.store:
+        path = Path(owner_config(args).storage.path) / audit.AUDIT_NAME
     else:
         path = Path(args.log) if args.log else audit.state_log_path()
     heads = parse_heads(args.expect_head)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from camrec.errors import DiskFullError, StorageError
+from camrec.errors import DiskFullError, StorageError, permission_error
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +164,8 @@ class ClipIndex:
             raise IndexDamaged(problem, hint=REBUILD_HINT)
         if not path.exists():
             raise StorageError(f"no clip index at {path}", hint="has `camrec run` recorded anything yet?")
+        if not os.access(path, os.R_OK):
+            raise permission_error("the clip index", path)
         try:
             self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True,
                                        check_same_thread=False)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from camrec.errors import IntegrityError
+from camrec.errors import IntegrityError, permission_error
 from camrec.printable import escape_controls
 from camrec.store import layout
 
@@ -133,6 +133,8 @@ def check_metadata(root: Path) -> None:
             mode = os.lstat(root / name).st_mode
         except FileNotFoundError:
             continue
+        except PermissionError:
+            raise permission_error("the store", root) from None
         except OSError as exc:
             raise UnsafeFileError(f"cannot check {root / name}: {exc.strerror or exc}") from None
         if not stat.S_ISREG(mode):
