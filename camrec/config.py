@@ -424,18 +424,30 @@ def _describe(error: Any, loc: KeyPath) -> tuple[str, str | None]:
 
 def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, int]) -> ConfigError:
     found: list[tuple[int, int, str, str | None]] = []
-    for index, error in enumerate(exc.errors(include_url=False)):
+    errors = exc.errors(include_url=False)
+    # Unknown keys per mapping: a missing required key is often one of them, misspelt (storage.paht).
+    unknown: dict[KeyPath, list[str]] = {}
+    for error in errors:
+        if error["type"] == "extra_forbidden":
+            where_ = tuple(part for part in error["loc"] if part != "[key]")
+            unknown.setdefault(where_[:-1], []).append(str(where_[-1]))
+    for index, error in enumerate(errors):
         # Dict key errors end in "[key]"; other non-path parts would be pydantic's internal names.
         loc: KeyPath = tuple(part for part in error["loc"] if part != "[key]")
         line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 0)
         message, hint = _describe(error, loc)
+        if error["type"] == "missing" and loc:
+            close = difflib.get_close_matches(str(loc[-1]), unknown.get(loc[:-1], []), n=1, cutoff=0.6)
+            if close:
+                hint = f"did you mean {loc[-1]!r} where you wrote {close[0]!r}?"
         found.append((line, index, redact(f"{where(label, line or None, loc)}: {message}"), hint))
     found.sort(key=lambda item: (item[0], item[1]))  # report the first problem in file order
-    _, _, message, hint = found[0]
+    problems = [(m, redact(h) if h else None) for _, _, m, h in found]
+    message, hint = problems[0]
     if len(found) > 1:
         more = len(found) - 1
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return ConfigError(message, redact(hint) if hint else None)
+        message += f" (and {more} more error{'s' if more > 1 else ''}; `camrec check` lists them all)"
+    return ConfigError(message, hint, problems)
 
 
 # --- loading --------------------------------------------------------------------------------

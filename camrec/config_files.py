@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from camrec.errors import ConfigError
+from camrec.errors import ConfigError, StorageError
 
 __all__ = ["permission_problems", "read_limited", "refuse_unsafe_permissions"]
 
@@ -146,3 +146,30 @@ def check_permissions(config: Any) -> Any:
         return CheckResult("permissions", "fail", f"{len(problems)} path(s) writable by other users",
                            (*problems, "chmod go-w each of them (0750 for the storage directory)"))
     return CheckResult("permissions", "pass", "config, recipients and storage are writable only by their owner")
+
+
+# The public key printed in config/camrec.example.yaml: a config still holding it would send every
+# clip to a key whose identity is not the owner's (issue 9). Refused by `check` and `run`.
+EXAMPLE_RECIPIENTS = frozenset({"age1t4yp4xullatyw6z006rwuatceerr743hj2h6g5504wlqynhxfeaq2ejmfl"})
+# The service's state directory (systemd StateDirectory=camrec): the one storage `run` may create.
+DEFAULT_STORAGE = Path("/var/lib/camrec")
+
+
+def refuse_example_recipient(config: Any) -> None:
+    for recipient in config.recipients:
+        if recipient in EXAMPLE_RECIPIENTS:
+            raise ConfigError(
+                f"{config.source_path}: recipients: {recipient[:12]}… is the example key from "
+                "config/camrec.example.yaml, not yours: every clip would be encrypted to a key you don't hold",
+                hint="make your own key on your own computer (camrec keygen -o ~/camrec-owner.key) and put the "
+                     "age1… line it prints under recipients:")
+
+
+def refuse_missing_storage(config: Any) -> None:
+    """`run` never creates a storage tree except the service's own state directory: a USB disk that
+    failed to mount must not make the recorder fill the SD card under the empty mount point."""
+    path = Path(config.storage.path)
+    if not path.exists() and path != DEFAULT_STORAGE:
+        raise StorageError(f"storage directory {path} does not exist",
+                           hint=f"create it (sudo install -d -m 0750 -o camrec -g camrec {path}) or mount the "
+                                "disk it is on; camrec creates only the default /var/lib/camrec by itself")

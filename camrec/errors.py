@@ -34,7 +34,14 @@ class UsageError(CamrecError):
 
 
 class ConfigError(CamrecError):
+    """`problems`: every (message, hint) found when there were several (`camrec check` lists them)."""
+
     exit_code = 3
+
+    def __init__(self, message: str, hint: str | None = None,
+                 problems: list[tuple[str, str | None]] | None = None) -> None:
+        super().__init__(message, hint)
+        self.problems = problems or [(message, hint)]
 
 
 class SourceError(CamrecError):

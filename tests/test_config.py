@@ -339,7 +339,8 @@ def test_several_errors_report_the_first_in_file_order(tmp_path: Path) -> None:
     body = "    source: rtsp://h/x\n    post_roll: -1\n    motion:\n      threshold: 0\n      min_frames: 0\n"
     error = config_error(write(tmp_path, HEAD + body))
     assert ":7: cameras.front.post_roll:" in error.message
-    assert error.message.endswith("(and 2 more errors)")
+    assert error.message.endswith("(and 2 more errors; `camrec check` lists them all)")
+    assert [m.split(": ")[0].rsplit(":", 1)[-1] for m, _ in error.problems] == ["7", "9", "10"]
 
 
 @pytest.mark.parametrize(

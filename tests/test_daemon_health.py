@@ -134,7 +134,7 @@ def test_failing_recorder_exits_nonzero_from_the_cli(tmp_path):
     (a file sits where the day directory goes) fails every clip; the run ends with exit 9 and one
     clear error line, well before its --duration, instead of exiting 0."""
     d = Daemon(tmp_path, SYNTHETIC, pre_roll=1.0, post_roll=1.0)
-    d.storage.mkdir()
+    d.storage.mkdir(exist_ok=True)
     (d.storage / "front").write_text("not a directory\n")  # every clip's directory is refused
     started = time.monotonic()
     proc = d.cli("run", "-c", str(d.config), "--duration", "100s")
@@ -203,7 +203,7 @@ def test_status_is_never_written_through_a_link(tmp_path):
     """A local user plants links at the old predictable temporary name and at status.json itself;
     the daemon's status write must touch neither target."""
     d = Daemon(tmp_path, SYNTHETIC, pre_roll=1.0, post_roll=1.0)
-    d.storage.mkdir()
+    d.storage.mkdir(exist_ok=True)
     victims = {}
     for name in (".status.json.tmp", "status.json"):
         victim = tmp_path / f"victim-{name.strip('.')}"

@@ -135,7 +135,9 @@ def test_full_disk_with_nothing_to_delete_waits_and_then_records(tmpfs, tmp_path
         d.close()
         listener.close()
     assert "Traceback" not in d.log.read_text()
-    assert not [p.name for p in disk.iterdir() if p.is_file() and p.stat().st_size == 0 and p.name != "audit.jsonl"]
+    # (the recorder's lock holds its pid only when there was room to write it: the flock is the lock)
+    assert not [p.name for p in disk.iterdir()
+                if p.is_file() and p.stat().st_size == 0 and p.name not in ("audit.jsonl", "recorder.lock")]
 
 
 def test_clip_cut_by_a_full_disk_then_stopped_is_partial(tmpfs, tmp_path):  # noqa: F811

@@ -41,6 +41,16 @@ def _create_exclusive(path: Path) -> int:
         raise StorageError(f"cannot create {path}: {exc.strerror}") from None
 
 
+NEXT_STEPS = """\
+Next:
+  1. Back up {path} now (a USB stick in a drawer, a password manager, a printout). Losing it makes
+     every clip unreadable forever: nobody, camrec included, can recover them without it.
+  2. Consider a second recipient as insurance, e.g. a paper key: camrec keygen -o paper.key, print
+     it, delete the file, and list both public keys in the config.
+  3. Paste the age1… line above under `recipients:` in the recorder's config (/etc/camrec/config.yaml),
+     then restart the recorder. Never copy this identity file to the recorder."""
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from camrec.crypto.keys import HybridIdentity, X25519Identity, identity_file_text
     from camrec.crypto.passphrase import PassphraseSource
@@ -76,6 +86,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         path.unlink(missing_ok=True)
         raise StorageError(f"cannot write {path}: {exc.strerror}") from None
     print(recipient)
-    if sys.stderr.isatty():
-        print(f"camrec: wrote the identity to {path}; keep it off the recorder and back it up", file=sys.stderr)
+    # On stderr, so that scripts taking the public key from stdout are unaffected.
+    print(f"camrec: wrote the identity to {path}; keep it off the recorder and back it up", file=sys.stderr)
+    print(NEXT_STEPS.format(path=path), file=sys.stderr)
     return 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from camrec.commands.common import add_config, load_config, owner_config
-from camrec.config_files import refuse_unsafe_permissions
+from camrec.commands.common import add_config, config_path, load_config, owner_config
+from camrec.config_files import refuse_example_recipient, refuse_missing_storage, refuse_unsafe_permissions
 from camrec.errors import UsageError
 
 ORDER = 20
@@ -39,6 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     refuse_unsafe_permissions(config)
+    refuse_example_recipient(config)
+    refuse_missing_storage(config)
     setup_logging(config.log_level, args.debug)
     duration = None
     if args.duration is not None:
@@ -55,10 +58,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """Validates the config and connects to every camera once."""
     from camrec.doctor import probe_camera
-    from camrec.errors import SourceError
+    from camrec.errors import ConfigError, SourceError
+    from camrec.setup_report import short_recipient, storage_lines
 
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        if len(exc.problems) < 2:
+            raise
+        for message, hint in exc.problems:  # every problem at once, not one per run
+            print(f"camrec: error: {message}", file=sys.stderr)
+            if hint:
+                print(f"camrec: hint: {hint}", file=sys.stderr)
+        raise ConfigError(f"{len(exc.problems)} errors in {config_path(args)}",
+                          hint="fix them all, then run camrec check again") from None
     refuse_unsafe_permissions(config)
+    refuse_example_recipient(config)
+    for recipient in config.recipients:
+        print(f"recipient: {short_recipient(recipient)}  (compare with the public key camrec keygen printed)")
+    for line in storage_lines(config):
+        print(line)
     failures: list[SourceError] = []
     for name, cam in config.cameras.items():
         for role, url in (("source", cam.source), ("detect_source", cam.detect_source)):

@@ -23,6 +23,7 @@ class Daemon:
         self.key = tmp / "owner.key"
         self.key.write_text(str(self.owner) + "\n")
         self.storage = tmp / "storage"
+        self.storage.mkdir(exist_ok=True)  # `camrec run` creates no storage but /var/lib/camrec
         self.config = tmp / "camrec.yaml"
         detect = f"    detect_source: {detect_url}\n" if detect_url else ""
         self.config.write_text(
