@@ -103,4 +103,13 @@ def run_demo(args: argparse.Namespace) -> int:
     if not rows:
         print("camrec demo: no clips were recorded (the machine may be too slow)", file=sys.stderr)
         return 1
+    print()
+    print("Next:")
+    print(f"  - play {exported[0] if exported else export_dir} with any video player (mpv, VLC, ffplay, a browser)")
+    print(f"  - list what was recorded: camrec list -c {config_path}   (or: camrec list --store {base / 'storage'})")
+    print("  - record your own cameras: README.md, \"Install on a Raspberry Pi (64-bit)\"")
+    if args.dir:
+        print(f"  - the demo's files stay in {base}")
+    else:
+        print(f"  - everything above is in {base}; remove it when done: rm -r {base}")
     return 0
