@@ -108,11 +108,11 @@ def _open_index(root: Path) -> Any:
 def _record(manifest: Any, row: Any, rels: list[str]) -> None:
     """A `rekey` entry listing every file re-keyed, with the clip's times as its manifest already
     says them (a row rebuilt from file names alone has no duration: it must not erase it)."""
-    from camrec.store.rebuild import parse_time
+    from camrec.store.camtime import parse_utc
 
     last = manifest.latest(row.path) or {}
-    start = parse_time(last.get("start"))
-    end = parse_time(last.get("end"))
+    start = parse_utc(last.get("start"))
+    end = parse_utc(last.get("end"))
     manifest.record_closed(row.camera, row.path, start=row.start if start is None else start,
                            end=row.end if end is None else end, kind="rekey", files=rels)
 

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from camrec.errors import CamrecError
 from camrec.store import layout
+from camrec.store.camtime import parse_utc
 from camrec.store.index import SCHEMA, SCHEMA_VERSION, ClipRow
 from camrec.store.layout import fsync_dir
 
@@ -106,16 +107,6 @@ def device_public_key(root: Path) -> Ed25519PublicKey | None:
     return None
 
 
-def parse_time(text: object) -> float | None:
-    """A manifest time (`2026-11-21T18:00:00.123Z`) as epoch seconds; None if malformed."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 @dataclass
 class _ClipRecord:
     kind: str  # newest entry kind: clip, partial, rekey or delete
@@ -159,7 +150,7 @@ def manifest_records(root: Path, public_key: Ed25519PublicKey | None) -> dict[st
         rec = _ClipRecord(kind, state=old.state if old and old.kind != "delete" else "partial")
         if kind != "rekey":
             rec.state = "complete" if kind == "clip" else "partial"
-        rec.start, rec.end = parse_time(entry.get("start")), parse_time(entry.get("end"))
+        rec.start, rec.end = parse_utc(entry.get("start")), parse_utc(entry.get("end"))
         rec.files = [f["path"] for f in entry["files"] if layout.sibling_of(f["path"], clip)]
         records[clip] = rec
 
