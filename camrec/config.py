@@ -446,7 +446,9 @@ def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, 
     message, hint = problems[0]
     if len(found) > 1:
         more = len(found) - 1
-        message += f" (and {more} more error{'s' if more > 1 else ''}; `camrec check` lists them all)"
+        # Redacted again as a whole: a registered password is hidden wherever it appears, even
+        # when it happens to be one of these fixed words.
+        message = redact(f"{message} (and {more} more error{'s' if more > 1 else ''}; `camrec check` lists them all)")
     return ConfigError(message, hint, problems)
 
 

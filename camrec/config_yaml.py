@@ -134,7 +134,13 @@ class YamlBuilder:
             problem = getattr(exc, "problem", None) or "cannot read this value"
             raise self.error(node, path, f"invalid value: {problem}") from None
         if isinstance(value, str) and node.tag == _STR_TAG:
-            value = self.substitute(node, path, value)
+            try:
+                value = self.substitute(node, path, value)
+            except ConfigError:
+                # A literal password holding "${" fails substitution; the raw text is then the
+                # URL the user wrote, and its password must be known before anything logs it.
+                register_url_credentials(value)
+                raise
             register_url_credentials(value)
         return value
 
