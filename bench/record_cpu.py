@@ -25,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from camrec.crypto.keys import X25519Identity  # noqa: E402
-from tests.support.camera import RtspCamera  # noqa: E402
-from tests.support.media import make_camera_media  # noqa: E402
+from camrec.crypto.keys import X25519Identity
+from tests.support.camera import RtspCamera
+from tests.support.media import make_camera_media
 
 
 def run_measured(cmd: list[str], log: Path) -> tuple[float, float]:

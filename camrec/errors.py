@@ -11,7 +11,7 @@ Exit codes (also listed in README.md):
   7  integrity error (authentication failed: the file was altered or is corrupt)
   8  truncated clip (the authenticated prefix was released; see `decrypt --salvage`)
   9  storage error (unwritable directory, disk full, index problems)
- 10  `camrec doctor`: a check failed (or warned, with --strict); defined in camrec/doctor.py
+ 10  `camrec doctor`: a check failed (or warned, with --strict); defined in camrec/service/doctor.py
  130 interrupted (Ctrl-C)
 """
 

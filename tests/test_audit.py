@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from camrec import audit
 from camrec.cli import main
 from camrec.crypto.keys import HybridIdentity, X25519Identity
 from camrec.crypto.scrypt import ScryptIdentity
 from camrec.errors import StorageError
+from camrec.owner import audit
 from camrec.store.manifest import line_hash
 from tests.test_manifest import make_store
 from tests.test_verify import write_config
@@ -136,7 +136,7 @@ def test_unwritable_log_fails_before_anything(tmp_path):
 def test_verify_with_identity_is_audited_first(store, capsys, monkeypatch):
     """verify -i decrypts (to check), so it is audited; if the per-user log can't be written,
     verify -i fails before decrypting anything."""
-    import camrec.verify as v
+    import camrec.owner.verify as v
 
     cfg = write_config(store["tmp"], store["owner"], store["root"])
     key = store["tmp"] / "owner.key"

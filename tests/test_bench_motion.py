@@ -10,7 +10,7 @@ import pytest
 
 from camrec.bench.motion_support.scoring import discover, runs, score
 from camrec.cli import main
-from camrec.motion_input import IMAGE_SUFFIXES
+from camrec.motion.input import IMAGE_SUFFIXES
 from tests.support.motion_media import frames, write_h264, write_images
 
 

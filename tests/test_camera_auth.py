@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from camrec.capture import AUTH_BACKOFF, BACKOFF_MAX, Capture, auth_backoff
 from camrec.errors import AuthError, SourceError
+from camrec.sources.capture import AUTH_BACKOFF, BACKOFF_MAX, Capture, auth_backoff
 from camrec.sources.rtsp import RtspSource
 
 

@@ -15,10 +15,10 @@ import pytest
 
 from camrec.cli import main
 from camrec.config import load_config
-from camrec.daemon import Daemon
+from camrec.owner.verify import verify_store
+from camrec.service.daemon import Daemon
 from camrec.store.camtime import TOLERANCE
 from camrec.store.writer import Store
-from camrec.verify import verify_store
 from tests.test_tamper_attacks import DAY, entries, recorded_store
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from camrec.crypto.stream import decrypt_stream
 from camrec.errors import TruncatedError
-from camrec.export import remux_encrypted
+from camrec.owner.export import remux_encrypted
 from tests.helpers import ffprobe
 from tests.support.daemon import Daemon
 from tests.support.media import make_camera_media

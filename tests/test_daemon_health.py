@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from camrec import daemon as daemon_mod
-from camrec import recorder as recorder_mod
 from camrec.commands.common import load_config
 from camrec.crypto.hybrid import HybridIdentity
 from camrec.crypto.keys import X25519Identity
 from camrec.errors import StorageError
+from camrec.record import recorder as recorder_mod
+from camrec.service import daemon as daemon_mod
 from tests.support.daemon import Daemon
 
 SYNTHETIC = "synthetic:?motion=0-6&period=6&bitrate=1000"  # an object crossing every 6 s, forever

@@ -13,8 +13,8 @@ import pytest
 from camrec.cli import main
 from camrec.config import MotionSettings
 from camrec.crypto.keys import X25519Identity
-from camrec.detection import DetectionWorker
-from camrec.motion_input import DetectionRun
+from camrec.motion.input import DetectionRun
+from camrec.motion.worker import DetectionWorker
 from tests.support.motion_media import frames, write_h264, write_images
 
 WINDOW = (45, 70)  # the block is in view for these frames (after the detector's 2 s warm-up)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from camrec.crypto.keys import X25519Identity
-from camrec.daemon import publish_status
+from camrec.service.daemon import publish_status
 from camrec.store.manifest import read_chain
 from camrec.store.writer import Store
 from tests.test_daemon_health import NotifyListener

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from camrec import doctor
 from camrec.cli import main
 from camrec.config import load_config
 from camrec.crypto.keys import X25519Identity, identity_file_text
-from camrec.doctor import CheckResult, Options
+from camrec.service import doctor
+from camrec.service.doctor import CheckResult, Options
 from tests.support.camera import RtspCamera, free_port
 
 # --- the loopback-only guard -----------------------------------------------------------------

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from camrec.crypto.keys import X25519Identity
 from camrec.crypto.stream import AgeWriter
 from camrec.errors import StorageError, UsageError
+from camrec.owner.verify import clip_entry_problem, parse_heads, trusted_public_key
 from camrec.store.manifest import (
     GENESIS,
     KEY_NAME,
@@ -32,7 +33,6 @@ from camrec.store.manifest import (
     read_chain,
 )
 from camrec.store.writer import Store
-from camrec.verify import clip_entry_problem, parse_heads, trusted_public_key
 
 T0 = 1_763_700_000.0  # 2025-11-21
 
@@ -180,7 +180,7 @@ def test_a_replaced_manifest_is_not_written_into_the_void(tmp_path):
     (entry,) = [json.loads(line) for line in lines_of(store.root)]
     assert (entry["seq"], entry["clip"]) == (1, row.path)
     # ... which verify then shows: the two earlier clips are no longer accounted for
-    from camrec.verify import verify_store
+    from camrec.owner.verify import verify_store
 
     assert sorted({f.kind for f in verify_store(store.root).problems}) == ["unrecorded"]
 

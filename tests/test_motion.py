@@ -17,8 +17,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from camrec.motion import DefaultMotionParams, MotionDetector, MotionResult, MotionTuning
-from camrec.motion_stages import (
+from camrec.motion.detector import DefaultMotionParams, MotionDetector, MotionResult, MotionTuning
+from camrec.motion.stages import (
     Blobs,
     Hysteresis,
     blobs_touching,

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from camrec import audit
-from camrec import rekey as rekey_module
 from camrec.cli import main
 from camrec.crypto.keys import X25519Identity
+from camrec.owner import audit
+from camrec.owner import rekey as rekey_module
 from tests.test_manifest import make_store
 from tests.test_owner_safety import recorded  # noqa: F401 - the module-scoped recorded store
 from tests.test_verify import write_config

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from camrec import audit
 from camrec.cli import main
 from camrec.errors import StorageError
+from camrec.owner import audit
 from camrec.store import layout
 from camrec.store.manifest import ChainWriter, Manifest
 from camrec.store.untrusted import UnsafeFileError, clip_path_problem, open_file

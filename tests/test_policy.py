@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from camrec.policy import Action, ClipPolicy
+from camrec.record.policy import Action, ClipPolicy
 
 
 def drive(policy: ClipPolicy, motion: set[int], seconds: int = 60, fps: int = 10, gop: int = 10):

@@ -18,10 +18,10 @@ import pytest
 
 from camrec.crypto.keys import X25519Identity
 from camrec.crypto.stream import decrypt_bytes
-from camrec.detection import DetectionWorker
 from camrec.errors import IdentityError
-from camrec.motion import DefaultMotionParams
-from camrec.recorder import Recorder
+from camrec.motion.detector import DefaultMotionParams
+from camrec.motion.worker import DetectionWorker
+from camrec.record.recorder import Recorder
 from camrec.sources import SystemClock
 from camrec.sources.synthetic import SyntheticSource
 from camrec.store.writer import Store

@@ -18,7 +18,7 @@ from camrec.crypto.keys import HybridIdentity, X25519Identity, identity_file_tex
 from camrec.crypto.scrypt import ScryptRecipient
 from camrec.crypto.stream import decrypt_bytes, encrypt_bytes
 from camrec.errors import IdentityError, StorageError
-from camrec.rekey import TMP_SUFFIX, rekey_file, storage_lock
+from camrec.owner.rekey import TMP_SUFFIX, rekey_file, storage_lock
 from camrec.store.index import ClipIndex
 from tests.test_recorder import record
 
@@ -245,7 +245,7 @@ def test_failure_while_writing_leaves_the_original(setup, monkeypatch):
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr("camrec.rekey.os.fsync", broken_fsync)
+    monkeypatch.setattr("camrec.owner.rekey.os.fsync", broken_fsync)
     with pytest.raises(StorageError, match="Input/output error"):
         rekey_file(video, [s["owner"]], [s["alice"].recipient()])
     assert video.read_bytes() == before

@@ -18,7 +18,7 @@ import pytest
 from camrec import cli
 from camrec.crypto.age import parse_header_bytes
 from camrec.crypto.stream import CHUNK_SIZE, ENC_CHUNK_SIZE, NONCE_SIZE, decrypt_bytes
-from camrec.export import FragmentGate, remux_encrypted
+from camrec.owner.export import FragmentGate, remux_encrypted
 from camrec.store.index import ClipIndex
 from tests.helpers import ffprobe
 from tests.test_recorder import record

@@ -1,4 +1,4 @@
-"""camrec.sdnotify against real AF_UNIX datagram sockets (a path in a tmp dir and an abstract name)."""
+"""camrec.service.sdnotify against real AF_UNIX datagram sockets (a path in a tmp dir and an abstract name)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from camrec import sdnotify
 from camrec.redact import register_secret
+from camrec.service import sdnotify
 
 
 class Listener:

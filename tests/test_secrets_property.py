@@ -35,9 +35,9 @@ from camrec import redact as redact_module
 from camrec.cli import main
 from camrec.config import load_config, parse_config
 from camrec.crypto.keys import X25519Identity
-from camrec.daemon import Daemon
 from camrec.errors import ConfigError, SourceError
 from camrec.redact import MASK, MIN_SECRET_LENGTH, RedactingFilter
+from camrec.service.daemon import Daemon
 from camrec.sources.rtsp import RtspSource
 from tests.support.camera import free_port
 

@@ -11,9 +11,9 @@ import sys
 import threading
 import time
 
-from camrec.capture import Capture
 from camrec.crypto.keys import X25519Identity
 from camrec.sources import MediaPacket, StreamInfo
+from camrec.sources.capture import Capture
 from camrec.store.writer import Store
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from camrec.doctor import DEFAULT_PROBE_TARGETS
 from camrec.errors import ConfigError, IdentityError, UsageError
+from camrec.service.doctor import DEFAULT_PROBE_TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = {name: ROOT / "systemd" / name for name in ("camrec.service", "camrec-doctor.service")}

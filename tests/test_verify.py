@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from camrec.cli import main
 from camrec.crypto.keys import X25519Identity
 from camrec.crypto.stream import CHUNK_SIZE
+from camrec.owner.verify import verify_store
 from camrec.store import layout
 from camrec.store.manifest import (
     KEY_NAME,
@@ -32,7 +33,6 @@ from camrec.store.manifest import (
     key_id,
     line_hash,
 )
-from camrec.verify import verify_store
 from tests.test_manifest import T0, make_store, write_clip
 
 
@@ -373,7 +373,7 @@ def test_quick_mode_checks_sizes_only(clean):
 
 def test_a_changing_store_is_looked_at_twice(clean, monkeypatch):
     """A clip that closes between verify's reads is not reported."""
-    import camrec.verify as v
+    import camrec.owner.verify as v
 
     root, store, manifest = clean["root"], clean["store"], clean["manifest"]
     real = v._snapshot

@@ -1,7 +1,7 @@
 """`camrec bench motion --data DIR`: the motion detector on labelled footage, against baselines.
 
 For every sequence under DIR (see camrec/bench/motion_support/scoring.py for the layout and the
-scoring rules) this runs camrec's detection path (`camrec.motion_input.DetectionRun`, the same
+scoring rules) this runs camrec's detection path (`camrec.motion.input.DetectionRun`, the same
 worker as `camrec run`) with the default motion settings — exactly what a camera without a
 `motion:` section gets — and, on the very same grey frames, OpenCV's MOG2 and a plain frame
 difference. It prints event recall, false events per hour of motion-free footage and frame-level

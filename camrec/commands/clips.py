@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from camrec import audit
 from camrec.commands.common import (
     add_passphrase_file,
     add_selection,
@@ -31,6 +30,7 @@ from camrec.commands.common import (
     select_clips,
 )
 from camrec.errors import CamrecError, IdentityError, IntegrityError, StorageError, TruncatedError, UsageError
+from camrec.owner import audit
 from camrec.printable import escape_controls
 from camrec.store import untrusted
 
@@ -102,7 +102,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from camrec.export import OutputError, remux_encrypted
+    from camrec.owner.export import OutputError, remux_encrypted
 
     config = owner_config(args)
     identities, _ = load_identities(args)
@@ -200,7 +200,7 @@ def _refuse_output_in_store(out_dir: Path, root: Path) -> None:
 
 def _probe_writable(out_dir: Path) -> None:
     """Fails once, clearly, for an output directory nothing can be written to (read-only, full)."""
-    from camrec.export import create_private
+    from camrec.owner.export import create_private
 
     probe = out_dir / f".camrec-probe.{os.getpid()}"
     try:
@@ -272,7 +272,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
                 raise UsageError("refusing to write video to a terminal", hint="use -o FILE or a pipe")
             _decrypt_to(src, identities, sys.stdout.buffer, name, None, args, lazy)
             return 0
-        from camrec.export import create_private
+        from camrec.owner.export import create_private
 
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
         try:

@@ -1,7 +1,7 @@
 """`camrec detect INPUT`: the daemon's motion detector over a recorded clip, images or a stream.
 
 Owners use it to tune threshold, min_area, zones and masks on footage of their own camera before
-trusting the daemon with them. It runs the same code as `camrec run` (camrec.motion_input wraps
+trusting the daemon with them. It runs the same code as `camrec run` (camrec.motion.input wraps
 the daemon's DetectionWorker) with the motion settings of a configured camera (`-c CONFIG
 --camera NAME`) or the defaults, overridden by flags, and prints the resulting events (and with
 `--frames` every frame's score and decision); `--json` prints one JSON object instead.
@@ -107,7 +107,7 @@ def motion_settings(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from camrec.motion_input import DetectionRun
+    from camrec.motion.input import DetectionRun
 
     for flag, value in (("--fps", args.fps), ("--duration", args.duration)):
         if value is not None and not value > 0:

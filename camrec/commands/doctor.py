@@ -1,4 +1,4 @@
-"""`camrec doctor`: check what the systemd unit cannot guarantee (see camrec/doctor.py)."""
+"""`camrec doctor`: check what the systemd unit cannot guarantee (see camrec/service/doctor.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _MARK = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from camrec.doctor import CHECK_NAMES
+    from camrec.service.doctor import CHECK_NAMES
 
     s = sub.add_parser(
         "doctor", help="check the sandbox, storage, keys and cameras of an installed recorder",
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from camrec.doctor import ChecksFailed, Options, run_checks
+    from camrec.service.doctor import ChecksFailed, Options, run_checks
 
     # Camera secrets are resolved only when the camera check runs (it connects to them).
     config = load_config(args.config, secrets="cameras" not in args.skip)

@@ -1,4 +1,4 @@
-"""`camrec rekey`: re-wrap existing clips for a new set of recipients (camrec/rekey.py does the work).
+"""`camrec rekey`: re-wrap existing clips for a new set of recipients (camrec/owner/rekey.py does the work).
 
 The answer to "a key was lost" or "a family member left": every file of the selected clips
 (video, thumbnail, details; complete and partial clips; never one being recorded) gets a new
@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from camrec import audit
 from camrec.commands.common import (
     add_passphrase_file,
     add_selection,
@@ -24,6 +23,7 @@ from camrec.commands.common import (
     select_clips,
 )
 from camrec.errors import CamrecError, IdentityError, StorageError, UsageError
+from camrec.owner import audit
 from camrec.store import untrusted
 
 ORDER = 40
@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def read_recipients(path: str) -> list[Any]:
     from camrec.crypto.keys import parse_recipients
-    from camrec.rekey import check_recipients
+    from camrec.owner.rekey import check_recipients
 
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -120,7 +120,7 @@ def _record(manifest: Any, row: Any, rels: list[str]) -> None:
 def cmd_rekey(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from camrec.rekey import rekey_file, storage_lock
+    from camrec.owner.rekey import rekey_file, storage_lock
     from camrec.store import layout
 
     config = owner_config(args)

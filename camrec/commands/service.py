@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from camrec.commands.common import add_config, config_path, load_config, owner_config
-from camrec.config_files import refuse_example_recipient, refuse_missing_storage, refuse_unsafe_permissions
+from camrec.config.files import refuse_example_recipient, refuse_missing_storage, refuse_unsafe_permissions
 from camrec.errors import UsageError
 
 ORDER = 20
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from camrec.cli import setup_logging
-    from camrec.daemon import Daemon
+    from camrec.service.daemon import Daemon
     from camrec.timeparse import parse_duration
 
     config = load_config(args.config)
@@ -57,9 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validates the config and connects to every camera once."""
-    from camrec.doctor import probe_camera
     from camrec.errors import ConfigError, SourceError
-    from camrec.setup_report import short_recipient, storage_lines
+    from camrec.service.doctor import probe_camera
+    from camrec.service.setup_report import short_recipient, storage_lines
 
     try:
         config = load_config(args.config)
@@ -96,7 +96,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from camrec.demo import run_demo
+    from camrec.commands.demo import run_demo
 
     return run_demo(args)
 
@@ -114,8 +114,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     import time
     from datetime import datetime
 
-    from camrec.daemon import find_status
     from camrec.errors import CamrecError, SourceError, StorageError
+    from camrec.service.daemon import find_status
 
     config = owner_config(args)
     path = find_status(config.storage.path)

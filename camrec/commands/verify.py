@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from camrec.verify import parse_heads, verify_store
+    from camrec.owner.verify import parse_heads, verify_store
 
     config = owner_config(args)
     root = Path(config.storage.path)
@@ -58,7 +58,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     def audit_entry(files: list[str]) -> None:
         # verify -i releases no plaintext, but it is a use of the identity on these files.
-        from camrec import audit
+        from camrec.owner import audit
 
         audit.record("verify", files=files, recipients=audit.recipients_of(identities or []), storage_root=root)
 
@@ -110,9 +110,9 @@ def _save_head(path: Path, head: str, root: Path) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from camrec import audit
     from camrec.commands.common import iso
-    from camrec.verify import parse_heads
+    from camrec.owner import audit
+    from camrec.owner.verify import parse_heads
 
     if args.config or args.store:
         path = Path(owner_config(args).storage.path) / audit.AUDIT_NAME

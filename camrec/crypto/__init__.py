@@ -13,6 +13,7 @@ Modules:
 
 All cryptography comes from the `cryptography` package (X25519, HKDF-SHA256, HMAC-SHA256,
 ChaCha20-Poly1305, scrypt, HPKE with ML-KEM-768/X25519); this package only composes it.
+Pure core: imports the `cryptography` package and the foundation modules only (errors).
 """
 
 from camrec.crypto.age import HeaderMACError, Identity, Recipient, Stanza

@@ -1,4 +1,6 @@
-"""Camera sources: RTSP (PyAV), the synthetic demo camera, and later V4L2 devices."""
+"""Camera connections: RTSP (PyAV), the synthetic demo camera (later V4L2 and exec), the capture
+loop that keeps one connection per stream alive, and the packet hub that fans its packets out.
+May import: the foundation modules only (errors, redact, clock)."""
 
 from __future__ import annotations
 

@@ -1,38 +1,20 @@
-"""Types shared by every camera source, and the clock they stamp packets with.
+"""Types shared by every camera source.
 
 A source yields compressed video packets (never decoded frames): the recorder copies them into
 the clip container without re-encoding, and only the detector decodes. Each packet carries its
-stream timestamps (for muxing) and the camera-clock time at which it arrived (for the clip policy,
+stream timestamps (for muxing) and the camera-clock time (camrec.clock) at which it arrived (for the clip policy,
 which must line up the main stream with a detection sub-stream that has its own timestamps).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Protocol
 
+from camrec.clock import Clock, SystemClock, wall_of
 
-class Clock(Protocol):
-    """Injected time source. `monotonic` orders events; `time` is UTC wall time (epoch seconds)."""
-
-    def monotonic(self) -> float: ...
-
-    def time(self) -> float: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
-
-
-def wall_of(clock: Clock, monotonic_t: float) -> float:
-    """UTC epoch seconds of an earlier `clock.monotonic()` reading."""
-    return clock.time() - (clock.monotonic() - monotonic_t)
+__all__ = ["Clock", "MediaPacket", "Source", "StreamInfo", "SystemClock", "wall_of"]
 
 
 @dataclass(frozen=True)

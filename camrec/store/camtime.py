@@ -17,7 +17,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from camrec.sources.base import Clock
+from camrec.clock import Clock
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from camrec.errors import StorageError
 from camrec.printable import escape_controls
 
 VIDEO_SUFFIX = ".mp4.age"
@@ -259,3 +260,25 @@ def warn_refused(tree: ClipTree, log: logging.Logger) -> None:
 def iter_video_files(root: Path) -> list[str]:
     """Relative paths of every clip video file under the storage root (regular files only)."""
     return scan_clip_tree(root).videos
+
+
+# The store's copy of the owner's audit log (camrec.owner.audit writes it; the daemon only creates it).
+AUDIT_NAME = "audit.jsonl"
+STORE_LOG_MODE = 0o660  # group members who may export can append (see prepare_store_log)
+
+
+def prepare_store_log(root: Path) -> None:
+    """Creates `<storage>/audit.jsonl` group-writable if absent, so that owners in the store's
+    group (who can read clips but not create files in the 0750 storage directory) can be audited."""
+    path = root / AUDIT_NAME
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, STORE_LOG_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StorageError(f"cannot create the audit log {path}: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, STORE_LOG_MODE)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -34,8 +34,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from camrec.clock import Clock, SystemClock
 from camrec.errors import StorageError
-from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.camtime import TICK, CamrecTime, entry_ct, parse_utc
 from camrec.store.devicekey import KEY_NAME as KEY_NAME  # (the device key's names, re-exported)
@@ -425,9 +425,7 @@ class Manifest:
         self._start_camtime()
         if self._forged:
             self._append(list)
-        from camrec.audit import prepare_store_log  # (audit builds on this module)
-
-        prepare_store_log(root)
+        layout.prepare_store_log(root)
 
     def _sign(self, message: bytes) -> str:
         return base64.b64encode(self._key.sign(message)).decode()

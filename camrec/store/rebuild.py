@@ -118,8 +118,8 @@ class _ClipRecord:
 
 def manifest_records(root: Path, public_key: Ed25519PublicKey | None) -> dict[str, _ClipRecord] | None:
     """Per clip, what its signed manifest entries say; None when the manifest can't be used."""
+    from camrec.store.entries import clip_entry_problem
     from camrec.store.manifest import CLIP_KINDS, MANIFEST_NAME, read_chain
-    from camrec.verify import clip_entry_problem
 
     path = root / MANIFEST_NAME
     try:

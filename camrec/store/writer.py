@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from camrec.clock import Clock, SystemClock
 from camrec.crypto.stream import AgeWriter, encrypt_bytes
 from camrec.errors import DiskFullError, StorageError, StorageUnavailable
-from camrec.sources.base import Clock, SystemClock
 from camrec.store import layout
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.layout import fsync_dir

@@ -17,8 +17,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from camrec.motion import MotionParams
-from camrec.motion_stages import Hysteresis
+from camrec.motion.detector import MotionParams
+from camrec.motion.stages import Hysteresis
 
 
 class PixelModel(Protocol):

@@ -16,8 +16,8 @@ from camrec.bench.motion_support.baselines import Decided, FrameDiff, Mog2, base
 from camrec.bench.motion_support.perturb import PERTURBATIONS, perturbed
 from camrec.bench.motion_support.scoring import EVENT_TOLERANCE_FRAMES, LabelledSequence, discover, runs, score
 from camrec.config import MotionSettings
-from camrec.motion import MotionDetector, MotionTuning
-from camrec.motion_input import IMAGE_SUFFIXES, DetectionRun
+from camrec.motion.detector import MotionDetector, MotionTuning
+from camrec.motion.input import IMAGE_SUFFIXES, DetectionRun
 
 SPEED_SIZE = (640, 360)
 

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from camrec import sdnotify
-from camrec.capture import Capture
-from camrec.detection import DetectionWorker
 from camrec.errors import CamrecError, DiskFullError, StorageError
-from camrec.recorder import Recorder
+from camrec.motion.worker import DetectionWorker
+from camrec.record.recorder import Recorder
+from camrec.service import sdnotify
 from camrec.sources import Clock, Source, SystemClock, make_source
+from camrec.sources.capture import Capture
 from camrec.store.lock import RecorderLock
 from camrec.store.writer import Store
 

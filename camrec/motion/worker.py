@@ -19,7 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
-from camrec.motion import MotionDetector, MotionParams, MotionResult
+from camrec.motion.detector import MotionDetector, MotionParams, MotionResult
 from camrec.sources import MediaPacket, StreamInfo
 
 log = logging.getLogger(__name__)

@@ -31,13 +31,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from camrec.errors import CamrecError, IdentityError, StorageError, TruncatedError, UsageError
+from camrec.owner.verify_history import HISTORY_PROBLEMS, History
 from camrec.store import layout, untrusted
 from camrec.store.digest import Digester
+from camrec.store.entries import clip_entry_problem
 from camrec.store.index import ClipIndex, ClipRow
 from camrec.store.manifest import (
     CLIP_KINDS,
     GENESIS,
-    KINDS,
     MANIFEST_NAME,
     PUB_NAME,
     ChainCheck,
@@ -45,7 +46,6 @@ from camrec.store.manifest import (
     key_id,
     read_chain,
 )
-from camrec.verify_history import HISTORY_PROBLEMS, History
 
 PROBLEMS = ("missing", "altered", "truncated", "orphan", "unrecorded", "unreadable", "chain-break",
             "head-mismatch", "undecryptable", "truncated-payload", "unsafe-file", *HISTORY_PROBLEMS)
@@ -105,7 +105,6 @@ class VerifyReport:
 
 
 _HEAD_RE = re.compile(r"^(\d+):([0-9a-f]{16,64})$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def parse_heads(values: Sequence[str]) -> list[tuple[int, str]]:
@@ -133,38 +132,6 @@ def parse_heads(values: Sequence[str]) -> list[tuple[int, str]]:
                 raise UsageError(f"{value}:{n}: expected SEQ:HASH")
             heads.append((int(m[1]), m[2]))
     return heads
-
-
-def clip_entry_problem(entry: dict[str, Any]) -> str | None:
-    """Schema of manifest entries beyond the chain fields (None when fine). Paths are checked too:
-    even a validly signed entry must not make verify read outside the store."""
-    kind = entry.get("kind")
-    if kind not in KINDS:
-        return f"unknown entry kind {kind!r}"
-    ct = entry.get("ct")
-    if "ct" in entry and (not isinstance(ct, int) or isinstance(ct, bool) or ct < 0):
-        return "malformed camrec time"
-    if kind in ("repair", "clock"):
-        return None
-    clip = entry.get("clip")
-    if not isinstance(clip, str) or not _safe_relpath(clip) or not clip.endswith(layout.VIDEO_SUFFIX):
-        return "malformed clip path"
-    if kind == "delete":
-        return None
-    files = entry.get("files")
-    if not isinstance(files, list) or not files:
-        return "malformed file list"
-    for f in files:
-        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and _safe_relpath(f["path"])
-                and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)
-                and _HEX64.match(f["sha256"])
-                and ("payload" not in f or (isinstance(f["payload"], str) and _HEX64.match(f["payload"])))):
-            return "malformed file entry"
-    return None
-
-
-def _safe_relpath(p: str) -> bool:
-    return bool(p) and not p.startswith("/") and ".." not in p.split("/") and "\\" not in p
 
 
 # --- one consistent-enough look at the store --------------------------------------------------

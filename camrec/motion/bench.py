@@ -1,4 +1,4 @@
-"""Per-frame cost of the motion detector on synthetic frames: ``python3 -m camrec.motion_bench``.
+"""Per-frame cost of the motion detector on synthetic frames: ``python3 -m camrec.motion.bench``.
 
 Not a test (timings vary 2-6x between runs on shared machines, DESIGN.md §4); a quick way to
 check that a change to the detector keeps it far below the decode cost. Frames are generated
@@ -14,7 +14,7 @@ import time
 import cv2
 import numpy as np
 
-from camrec.motion import DefaultMotionParams, MotionDetector
+from camrec.motion.detector import DefaultMotionParams, MotionDetector
 
 
 def _frames(width: int, height: int, count: int, moving: bool, seed: int = 0) -> list[np.ndarray]:

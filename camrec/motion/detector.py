@@ -13,7 +13,7 @@ passes three tests, each of which vetoes the others' typical false alarms:
   This sees the whole extent of an object, slow walkers included. Each pixel's threshold rises
   with how often its verdict flips (or it swaps between darker and brighter than the
   background): leaves, water, flicker and noisy pixels raise their own thresholds within
-  seconds, a person passing by does not (camrec.motion_model).
+  seconds, a person passing by does not (camrec.motion.model).
 * **Moving** — something in it changed, relative to the background, within ``motion_gap_s``
   (and ``motion_memory_s`` since). What was merely left behind — a moved chair, a parked car, the
   "ghost" of someone who was in the picture when the background was learnt — is present but
@@ -25,7 +25,7 @@ Per frame:
 
 1. **Working size**: frames wider than ``work_width`` (320) are scaled down (area averaging);
    then a Gaussian blur scaled with the width averages sensor noise away.
-2. **Light** (camrec.motion_light): the background is mapped to the frame's light when a global
+2. **Light** (camrec.motion.light): the background is mapped to the frame's light when a global
    gain/offset or a smooth gain surface explains the change (auto-exposure, clouds, dusk,
    flicker, a lamp), and detection goes on; a light switched on or off, or an IR camera changing
    mode, brings back the background remembered for that lighting state, or re-learns it.
@@ -35,11 +35,11 @@ Per frame:
    ``min_area`` means the same fraction for the whole frame and for a doorway.
 5. **Hysteresis**: on after ``min_frames`` frames' worth of time (at ``detect_fps``), off after
    ``hold_s`` without an active frame.
-6. **Learning**: see camrec.motion_model.
+6. **Learning**: see camrec.motion.model.
 
 Configuration arrives as any object with the ``MotionParams`` attributes (the pydantic
 ``MotionSettings`` in production, ``DefaultMotionParams`` in tests). Internal constants, each a
-documented trade-off, are in ``MotionTuning`` (camrec.motion_tuning).
+documented trade-off, are in ``MotionTuning`` (camrec.motion.tuning).
 """
 
 
@@ -53,9 +53,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from camrec.motion_model import BackgroundModel
-from camrec.motion_stages import U8, Box, Hysteresis, Polygon, validate_polygons
-from camrec.motion_tuning import MotionTuning
+from camrec.motion.model import BackgroundModel
+from camrec.motion.stages import U8, Box, Hysteresis, Polygon, validate_polygons
+from camrec.motion.tuning import MotionTuning
 
 __all__ = [
     "DefaultMotionParams",

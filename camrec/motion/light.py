@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from camrec.motion_stages import F32, U8, GlobalChange, fit_gain_surface, fit_global_change
-from camrec.motion_tuning import MotionTuning
+from camrec.motion.stages import F32, U8, GlobalChange, fit_gain_surface, fit_global_change
+from camrec.motion.tuning import MotionTuning
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,18 @@
-"""Configuration: one YAML file, read once at start-up, validated into frozen pydantic models.
+"""The config models: frozen pydantic models and validators, and pydantic errors turned into ConfigError.
 
-Every problem is a ConfigError whose message starts with ``file:line: dotted.key.path:`` so the
-user can go straight to the mistake. To get lines, the YAML is *composed* (not loaded): we walk
-the node tree ourselves, building plain data and a map {key path tuple: line} at the same time,
-then map pydantic's error ``loc`` tuples back to lines (falling back to the nearest parent).
-
-Secrets: ``${env:NAME}`` (and ``${cred:NAME}``, a systemd credential from $CREDENTIALS_DIRECTORY)
-may appear inside any string value; every substituted value and every password found in a URL
-is registered with camrec.redact before anything can be logged or raised. Error messages never
-show an input value that is not redacted. A config holding an age identity is refused outright:
-the recorder must only ever hold public keys (DESIGN §5, threat 1).
+Pure: no file is read here (camrec.config.loading reads the YAML and hands plain data over), so
+the models can be validated anywhere, a test or a future web form included.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,30 +25,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from camrec.config_files import read_limited
-from camrec.config_yaml import (
-    IDENTITY_HINT,
-    IDENTITY_MESSAGE,
+from camrec.config.yaml_reader import (
     KeyPath,
-    YamlBuilder,
-    contains_identity,
     kind_of,
     where,
 )
-from camrec.errors import GROUP_HINT, ConfigError, IdentityError
+from camrec.errors import ConfigError, IdentityError
 from camrec.redact import redact, redact_url, register_url_credentials
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
-__all__ = [
-    "CameraConfig",
-    "Config",
-    "MotionSettings",
-    "Polygon",
-    "StorageConfig",
-    "load_config",
-    "parse_config",
-    "read_recipients_file",
-]
+__all__ = ["CameraConfig", "Config", "MotionSettings", "Polygon", "StorageConfig"]
 
 CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # Config files are a few kilobytes; anything bigger is the wrong file (a clip, a log).
@@ -230,9 +206,9 @@ class _Frozen(BaseModel):
 
 
 class MotionSettings(_Frozen):
-    """Motion detection settings (camrec.motion.MotionParams), documented with their trade-offs
+    """Motion detection settings (camrec.motion.detector.MotionParams), documented with their trade-offs
     in config/camrec.example.yaml. All thresholds are on the downscaled detection frames; the
-    detector's internal constants are camrec.motion_tuning.MotionTuning, not configuration."""
+    detector's internal constants are camrec.motion.tuning.MotionTuning, not configuration."""
 
     threshold: Annotated[int, BeforeValidator(_number(int, 1, 255))] = 25
     min_area: Annotated[float, BeforeValidator(_number(float, 0, 1, open_=True))] = 0.002
@@ -323,17 +299,17 @@ def _recipient(value: str) -> str:
         parse_recipient(text)
     except IdentityError as exc:
         # keys.py's messages name the offending key (public keys are not secret) and never a private one.
-        raise _fail(exc.message, hint=exc.hint or _RECIPIENT_HINT) from None
+        raise _fail(exc.message, hint=exc.hint or RECIPIENT_HINT) from None
     return text
 
 
-_RECIPIENT_HINT = "recipients are age public keys starting with age1 (the 'public key:' line of age-keygen)"
-_MIXED_RECIPIENTS = "post-quantum (age1pq1…) and classic (age1…) recipients cannot be mixed: age refuses to " \
+RECIPIENT_HINT = "recipients are age public keys starting with age1 (the 'public key:' line of age-keygen)"
+MIXED_RECIPIENTS = "post-quantum (age1pq1…) and classic (age1…) recipients cannot be mixed: age refuses to " \
     "encrypt one file to both"
-_MIXED_HINT = "list only age1pq1… keys, or only classic age1… keys"
+MIXED_HINT = "list only age1pq1… keys, or only classic age1… keys"
 
 
-def _post_quantum(recipient: str) -> bool:
+def post_quantum(recipient: str) -> bool:
     return recipient.strip().startswith("age1pq1")
 
 
@@ -356,11 +332,11 @@ class Config(_Frozen):
     @classmethod
     def _at_least_one_recipient(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not value:
-            raise _fail("at least one recipient (the owner's age public key) is required", hint=_RECIPIENT_HINT)
-        if len({_post_quantum(r) for r in value}) > 1:
+            raise _fail("at least one recipient (the owner's age public key) is required", hint=RECIPIENT_HINT)
+        if len({post_quantum(r) for r in value}) > 1:
             # age refuses to mix them in one file (a classic key would void the post-quantum
             # protection), so every clip would fail: refuse here, before `run` records nothing.
-            raise _fail(_MIXED_RECIPIENTS, hint=_MIXED_HINT)
+            raise _fail(MIXED_RECIPIENTS, hint=MIXED_HINT)
         return tuple(dict.fromkeys(value))  # drop repeats, keep order
 
     @field_validator("cameras")
@@ -422,7 +398,7 @@ def _describe(error: Any, loc: KeyPath) -> tuple[str, str | None]:
     return str(error["msg"]), None
 
 
-def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, int]) -> ConfigError:
+def validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, int]) -> ConfigError:
     found: list[tuple[int, int, str, str | None]] = []
     errors = exc.errors(include_url=False)
     # Unknown keys per mapping: a missing required key is often one of them, misspelt (storage.paht).
@@ -452,159 +428,3 @@ def _validation_error(exc: ValidationError, label: str, lines: Mapping[KeyPath, 
     return ConfigError(message, hint, problems)
 
 
-# --- loading --------------------------------------------------------------------------------
-
-
-def load_config(path: str | Path, environ: Mapping[str, str] | None = None, *, secrets: bool = True) -> Config:
-    """Read and validate the config file at ``path``; raises ConfigError on any problem.
-
-    ``secrets=False`` (the owner's read-only commands) leaves a ``${env:}``/``${cred:}`` reference
-    that can't be resolved as written instead of failing: those commands never use camera secrets."""
-    file = Path(path)
-    label = str(path)
-    try:
-        # Bounded by the bytes read and regular files only: /dev/zero or a FIFO must not hang us.
-        raw = read_limited(file, MAX_CONFIG_BYTES, "config file", label)
-    except IsADirectoryError:
-        raise ConfigError(f"{label}: is a directory, not a config file", hint="pass the YAML file itself") from None
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{label}: no such file", hint="start from config/camrec.example.yaml, or pass --config PATH"
-        ) from None
-    except PermissionError:
-        raise ConfigError(f"{label}: permission denied", hint=GROUP_HINT) from None
-    except OSError as exc:
-        raise ConfigError(f"{label}: cannot read: {exc.strerror or exc}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(f"{label}:{line}: not UTF-8 text", hint="save the file as UTF-8") from None
-    return parse_config(text, file.absolute(), environ=environ, label=label, secrets=secrets)
-
-
-def parse_config(
-    text: str,
-    path: str | Path | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    label: str | None = None,
-    secrets: bool = True,
-) -> Config:
-    """Validate YAML ``text`` as if it were the file ``path`` (relative paths resolve against its
-    directory; the current directory when ``path`` is None). For tests and `camrec config check`."""
-    source = Path(path).absolute() if path is not None else None
-    label = label or (str(path) if path is not None else "<config>")
-    base_dir = source.parent if source is not None else Path.cwd()
-    environ = os.environ if environ is None else environ
-
-    if contains_identity(text):
-        # Checked on the raw text first, before any parsing, so that even a broken file holding a
-        # key is refused with the message that matters. The key itself is never echoed.
-        line = next((n for n, row in enumerate(text.splitlines(), 1) if contains_identity(row)), None)
-        raise ConfigError(f"{where(label, line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
-        what = ", ".join(p for p in (exc.context, exc.problem) if p) or "syntax error"
-        hint = None
-        if "'\\t'" in what:
-            hint = "indent with spaces; YAML does not allow tabs"
-        elif "mapping values are not allowed" in what:
-            hint = 'quote values that contain ": " or end with ":", e.g. source: "synthetic:"'
-        raise ConfigError(redact(f"{where(label, line, ())}: invalid YAML: {what}"), hint) from None
-    except yaml.YAMLError as exc:  # a ReaderError: a control character, with a position instead of a mark
-        position = getattr(exc, "position", None)
-        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
-        what = str(exc).splitlines()[0]
-        raise ConfigError(redact(f"{where(label, line, ())}: invalid YAML: {what}")) from None
-    except RecursionError:
-        raise ConfigError(f"{label}: invalid YAML: nested too deeply") from None
-    if root is None:
-        raise ConfigError(f"{label}: the file is empty", hint="start from config/camrec.example.yaml")
-    if not isinstance(root, yaml.MappingNode):
-        raise ConfigError(f"{label}:{root.start_mark.line + 1}: expected settings (key: value lines) at the top level")
-
-    builder = YamlBuilder(label, environ, secrets=secrets)
-    data: dict[str, Any] = builder.build(root, ())
-    lines = builder.lines
-    lines[()] = root.start_mark.line + 1
-    # Top-level "x-…" keys are ignored, as in Compose files, so they can hold YAML anchors shared
-    # by several cameras ("x-motion: &motion {...}" then "motion: *motion").
-    data = {key: value for key, value in data.items() if not key.startswith("x-")}
-
-    if "source_path" in data:  # a model field, but filled in below, never from YAML
-        raise ConfigError(f"{where(label, lines[('source_path',)], ('source_path',))}: unknown key")
-
-    _recipients_from_file(data, lines, label, base_dir)
-    data["source_path"] = source
-    try:
-        return Config.model_validate(data, context={"base_dir": base_dir})
-    except ValidationError as exc:
-        raise _validation_error(exc, label, lines) from None
-
-
-def _recipients_from_file(data: dict[str, Any], lines: dict[KeyPath, int], label: str, base_dir: Path) -> None:
-    """Replace 'recipients_file: PATH' by the recipients it lists; exactly one of the two keys."""
-    if "recipients_file" not in data:
-        if "recipients" not in data:
-            raise ConfigError(
-                f"{where(label, lines[()], ())}: no recipients: the owner's public key is required",
-                hint="add 'recipients: [age1…]' (or 'recipients_file: PATH'); make the key pair with "
-                "age-keygen on another device",
-            )
-        return
-    setting = where(label, lines[("recipients_file",)], ("recipients_file",))
-    if "recipients" in data:
-        raise ConfigError(f"{setting}: set either 'recipients' or 'recipients_file', not both")
-    entry = data["recipients_file"]
-    if not isinstance(entry, str) or not entry.strip():
-        raise ConfigError(f"{setting}: expected a file path, got {kind_of(entry)}")
-    path = Path(entry).expanduser()
-    path = path if path.is_absolute() else base_dir / path
-    data["recipients"] = list(read_recipients_file(path, referenced_from=setting))
-    lines[("recipients",)] = lines[("recipients_file",)]  # errors about the list point at the setting
-    data["recipients_file"] = path
-
-
-def read_recipients_file(path: Path, *, referenced_from: str | None = None) -> tuple[str, ...]:
-    """Recipients from a file with one age public key per line; blank lines and # comments ignored.
-
-    Errors name ``path:line``; ``referenced_from`` (e.g. "config.yaml:3: recipients_file") is
-    added to I/O errors so the user knows which setting pointed there.
-    """
-    via = f" (from {referenced_from})" if referenced_from else ""
-    try:
-        text = read_limited(path, MAX_CONFIG_BYTES, "recipients file").decode("utf-8-sig")
-    except ConfigError as exc:
-        raise ConfigError(f"{exc.message}{via}", exc.hint) from None
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such recipients file{via}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a recipients file{via}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read recipients file{via}: {exc}") from None
-    if contains_identity(text):
-        line = next((n for n, row in enumerate(text.splitlines(), 1) if contains_identity(row)), None)
-        raise ConfigError(f"{where(str(path), line, ())}: {IDENTITY_MESSAGE}", hint=IDENTITY_HINT)
-
-    from camrec.crypto.keys import parse_recipient
-
-    recipients: list[str] = []
-    for number, row in enumerate(text.splitlines(), 1):
-        entry = row.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        try:
-            parse_recipient(entry)
-        except IdentityError as exc:
-            raise ConfigError(f"{path}:{number}: {exc.message}", hint=exc.hint or _RECIPIENT_HINT) from None
-        if recipients and _post_quantum(entry) != _post_quantum(recipients[0]):
-            raise ConfigError(f"{path}:{number}: recipients: {_MIXED_RECIPIENTS}", hint=_MIXED_HINT)
-        recipients.append(entry)
-    if not recipients:
-        raise ConfigError(f"{path}: no recipients in this file{via}", hint=_RECIPIENT_HINT)
-    return tuple(recipients)

@@ -137,17 +137,6 @@ def refuse_unsafe_permissions(config: Any) -> None:
                           "(0750 for the storage directory, 0640 for files)")
 
 
-def check_permissions(config: Any) -> Any:
-    """`camrec doctor`'s "permissions" check: fails when permission_problems finds anything."""
-    from camrec.doctor import CheckResult  # lazily: doctor imports this module
-
-    problems = permission_problems(config)
-    if problems:
-        return CheckResult("permissions", "fail", f"{len(problems)} path(s) writable by other users",
-                           (*problems, "chmod go-w each of them (0750 for the storage directory)"))
-    return CheckResult("permissions", "pass", "config, recipients and storage are writable only by their owner")
-
-
 # The public key printed in config/camrec.example.yaml: a config still holding it would send every
 # clip to a key whose identity is not the owner's (issue 9). Refused by `check` and `run`.
 EXAMPLE_RECIPIENTS = frozenset({"age1t4yp4xullatyw6z006rwuatceerr743hj2h6g5504wlqynhxfeaq2ejmfl"})

@@ -42,10 +42,10 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from camrec.config_files import check_permissions
+from camrec.config.files import permission_problems
 from camrec.errors import CamrecError, SourceError
 from camrec.redact import redact
-from camrec.sdnotify import watchdog_interval
+from camrec.service.sdnotify import watchdog_interval
 from camrec.store.layout import fsync_dir
 
 __all__ = [
@@ -96,6 +96,15 @@ class CheckResult:
         return {"name": self.name, "status": self.status, "message": redact(self.message),
                 "details": [redact(d) for d in self.details]}
 
+
+
+def check_permissions(config: Any) -> CheckResult:
+    """`camrec doctor`'s "permissions" check: fails when permission_problems finds anything."""
+    problems = permission_problems(config)
+    if problems:
+        return CheckResult("permissions", "fail", f"{len(problems)} path(s) writable by other users",
+                           (*problems, "chmod go-w each of them (0750 for the storage directory)"))
+    return CheckResult("permissions", "pass", "config, recipients and storage are writable only by their owner")
 
 def _worst(statuses: Iterable[Status]) -> Status:
     return max(statuses, key=lambda s: _RANK[s], default="pass")

@@ -95,7 +95,7 @@ class MotionTuning:
     lighting_shift: float = 0.5
     lighting_log_gain: float = 0.22
     # A gain step this large (0.69 = twice or half as bright) is not compensated: the background
-    # is taken from a remembered lighting state or from the frame (see camrec.motion_light).
+    # is taken from a remembered lighting state or from the frame (see camrec.motion.light).
     relearn_log_gain: float = 0.69
     # A mapping that moves no typical pixel by this much (luma) is left to the background's own
     # learning: applying a fit's small bias on every frame would compound.

@@ -2,7 +2,7 @@
 
 ``BackgroundModel.observe(frame, t)`` turns one grey frame into the mask of pixels that belong to
 regions that are *present* (differ from the background), *moving* (changed recently) and
-*lasting* (were there in the previous frame too); `camrec.motion` turns that mask into a score
+*lasting* (were there in the previous frame too); `camrec.motion.detector` turns that mask into a score
 and a decision. What each piece of state is for:
 
 - ``background`` (float32): the scene without moving things, a running average in seconds. Quiet
@@ -19,7 +19,7 @@ and a decision. What each piece of state is for:
   noise model (no noise level is assumed) and the dynamic-background model.
 - ``residuals``: the last ``motion_gap_s`` of signed distances of the frame outside the
   background's local range. Movement is a change of that over ``motion_gap_s``; the background
-  follows the light (camrec.motion_light), so a lighting change does not look like movement.
+  follows the light (camrec.motion.light), so a lighting change does not look like movement.
 - ``memory`` (uint8): where movement was seen in the last ``motion_memory_s``.
 - ``previous`` raw presence (on the blob grid): for the persistence test. Moving regions smaller
   than ``speck_share`` of ``min_area`` never count.
@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from camrec.motion_light import LightTracker, SampleGrid
-from camrec.motion_stages import (
+from camrec.motion.light import LightTracker, SampleGrid
+from camrec.motion.stages import (
     F32,
     U8,
     Blobs,
@@ -50,7 +50,7 @@ from camrec.motion_stages import (
     odd_kernel,
     rate_alpha,
 )
-from camrec.motion_tuning import MotionTuning
+from camrec.motion.tuning import MotionTuning
 
 
 @dataclass

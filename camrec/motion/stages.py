@@ -1,6 +1,6 @@
 """The stages of the motion detector, each a small pure function or state machine.
 
-`camrec.motion.MotionDetector` strings these together; they live here so each can be tested,
+`camrec.motion.detector.MotionDetector` strings these together; they live here so each can be tested,
 replaced or tuned on its own (a later issue tunes the detector against labelled footage, and is
 expected to swap stages rather than grow one long method). Nothing here touches files, sockets,
 threads or clocks: inputs are numpy arrays and plain numbers (DESIGN.md §1).

@@ -42,12 +42,11 @@ from camrec.errors import StorageError
 from camrec.printable import escape_controls
 from camrec.redact import redact
 from camrec.store import layout
+from camrec.store.layout import AUDIT_NAME, STORE_LOG_MODE
 from camrec.store.manifest import ChainCheck, ChainFileRefused, ChainWriter, read_chain
 
-AUDIT_NAME = "audit.jsonl"
 ENV_LOG = "CAMREC_AUDIT_LOG"
 EVENTS = ("decrypt", "export", "verify", "rekey")
-STORE_LOG_MODE = 0o660  # group members who may export can append (see prepare_store_log)
 USER_LOG_MODE = 0o600
 
 
@@ -81,23 +80,6 @@ def recipients_of(identities: Sequence[Any]) -> list[str]:
         else:  # a passphrase has no public half; name only its kind, never anything derived from it
             out.append("(passphrase)" if "scrypt" in type(ident).__name__.lower() else f"({type(ident).__name__})")
     return out
-
-
-def prepare_store_log(root: Path) -> None:
-    """Creates `<storage>/audit.jsonl` group-writable if absent, so that owners in the store's
-    group (who can read clips but not create files in the 0750 storage directory) can be audited."""
-    path = root / AUDIT_NAME
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, STORE_LOG_MODE)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise StorageError(f"cannot create the audit log {path}: {exc.strerror or exc}") from None
-    try:
-        os.fchmod(fd, STORE_LOG_MODE)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _user() -> str:

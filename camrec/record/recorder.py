@@ -18,12 +18,12 @@ from typing import Any
 
 import cv2
 
-from camrec.detection import MotionEvent
+from camrec.clock import wall_of
 from camrec.errors import StorageError, StorageUnavailable
-from camrec.mux import FragmentedMp4Muxer
-from camrec.policy import Action, ClipPolicy
+from camrec.motion.worker import MotionEvent
+from camrec.record.mux import FragmentedMp4Muxer
+from camrec.record.policy import Action, ClipPolicy
 from camrec.sources import Clock, MediaPacket, StreamInfo
-from camrec.sources.base import wall_of
 from camrec.store.writer import OpenClip, Store
 
 log = logging.getLogger(__name__)

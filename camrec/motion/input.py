@@ -21,9 +21,9 @@ import av
 import cv2
 import numpy as np
 
-from camrec.detection import DetectionWorker, MotionEvent
 from camrec.errors import FormatError, SourceError, UsageError
-from camrec.motion import MotionParams, MotionResult
+from camrec.motion.detector import MotionParams, MotionResult
+from camrec.motion.worker import DetectionWorker, MotionEvent
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"})
 DEFAULT_IMAGE_FPS = 15.0

@@ -40,8 +40,8 @@ def run_demo(args: argparse.Namespace) -> int:
     from camrec.cli import setup_logging
     from camrec.config import load_config
     from camrec.crypto.keys import X25519Identity, identity_file_text, load_identities
-    from camrec.daemon import Daemon
-    from camrec.export import remux_encrypted
+    from camrec.owner.export import remux_encrypted
+    from camrec.service.daemon import Daemon
     from camrec.store import layout
     from camrec.timeparse import parse_duration
 
