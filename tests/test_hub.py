@@ -285,6 +285,12 @@ def test_queue_get_semantics_and_push_depth():
         push.get()
     assert hub.stats()["subscriptions"] == [{"name": "rec", "mode": "push", "depth": 7, "bytes": 0,
                                              "delivered": 0, "dropped": 0, "gaps": 0, "error": None}]
+    def broken_gauge() -> int:
+        raise OSError("gone")
+
+    gauge = hub.subscribe("gauge", sink=lambda item: None, depth=broken_gauge)
+    assert gauge.stats()["depth"] == -1  # status still works
+    gauge.close()
     with hub.subscribe("ctx") as ctx:
         assert hub.subscribers == 2
     assert ctx.closed and hub.subscribers == 1

@@ -19,12 +19,13 @@ What a subscriber receives, in publish order:
 Who may drop what (back-pressure): the publisher never blocks on a queue-mode subscriber. Its
 queue is bounded in packets (`max_items`) and bytes (`max_bytes`); a packet that doesn't fit is
 dropped together with every following packet until a keyframe that fits, which is queued after
-a `Gap`. What was already queued is kept (a contiguous run); the consumer never sees a packet that
-doesn't decode from its last keyframe. A packet always fits into an empty queue, so one oversized
+a `Gap`. What was already queued is kept (a contiguous run); after a loss the consumer resumes at
+a keyframe, never at a packet whose references it lost. A packet always fits into an empty queue, so one oversized
 keyframe can't starve a subscriber. Stream starts, ends and gaps are never dropped and don't count
 against the bounds. Push-mode subscribers (``sink=callable``) are called synchronously in the
 publisher thread, in order, with every item: they own their queue and their drop policy and must
-not block for long (they hold up the camera and every other subscriber). A sink that raises is
+not block for long: they run under the hub lock, so they hold up the camera, every other
+subscriber, and `subscribe`/`unsubscribe`/`stats` in other threads. A sink that raises is
 logged once with its traceback and detached (`Subscription.error` says why); the publisher and
 the other subscribers carry on. A detached push subscriber receives nothing more, not even a
 `StreamEnd`: its owner learns of it from `error` and `stats()`.
@@ -45,8 +46,14 @@ A subscriber that joins while no stream is live sees the next stream whole, from
 Reading (queue mode): `Subscription.get(timeout)` returns the next item, raises `queue.Empty`
 when nothing came within `timeout`, and returns None once the subscription is closed (closing
 discards what is still queued). `await Subscription.aget()` is the asyncio equivalent: it never
-blocks the loop, the publisher wakes it with ``loop.call_soon_threadsafe`` only, and closing from
+blocks the loop (it only takes the subscription's own lock, held for a few list operations),
+the publisher wakes it with ``loop.call_soon_threadsafe`` only, and closing from
 any thread wakes it with None. ``async for item in sub`` reads until the subscription is closed.
+
+Reconnects: the capture thread calls `end_stream` on a disconnect and `start_stream` (or simply
+`publish`) with the new connection's `StreamInfo`; subscribers stay attached across reconnects
+and see ``StreamEnd``, ``StreamStart``, then the new stream. Closing a subscription, or the hub
+detaching a raising sink, drops every reference the hub holds to it.
 """
 
 from __future__ import annotations
@@ -191,7 +198,11 @@ class Subscription:
             depth = len(self._items)
             queued_bytes = self._bytes
         if self.mode == "push":
-            depth = self._depth() if self._depth is not None else 0
+            try:
+                depth = self._depth() if self._depth is not None else 0
+            except Exception:  # status must not fail because a consumer's gauge does
+                log.debug("%s: depth() raised", self.name, exc_info=True)
+                depth = -1
         return {"name": self.name, "mode": self.mode, "depth": depth, "bytes": queued_bytes,
                 "delivered": self.delivered, "dropped": self.dropped, "gaps": self.gaps,
                 "error": None if self.error is None else repr(self.error)}
