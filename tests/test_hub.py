@@ -399,7 +399,7 @@ def test_asyncio_bridge_receives_in_order_and_close_wakes_a_waiter():
     assert woken is None
 
 
-def test_aget_cancelled_leaves_no_waiter_and_closed_loop_is_harmless():
+def test_cancelled_aget_leaves_no_waiter_behind():
     hub = PacketHub()
     stream = info()
     sub = hub.subscribe("v")
