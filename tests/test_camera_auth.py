@@ -13,6 +13,7 @@ import pytest
 
 from camrec.errors import AuthError, SourceError
 from camrec.sources.capture import AUTH_BACKOFF, BACKOFF_MAX, Capture, auth_backoff
+from camrec.sources.hub import PacketHub
 from camrec.sources.rtsp import RtspSource
 
 
@@ -31,7 +32,7 @@ def test_auth_backoff_grows_to_minutes_and_stays_there():
 
 def _capture(url: str, stop: threading.Event) -> Capture:
     return Capture("front", "main", lambda gen: RtspSource(url, open_timeout=5, read_timeout=2, generation=gen),
-                   lambda p: None, lambda: None, stop, stall_limit=5.0)
+                   PacketHub("front/main"), stop, stall_limit=5.0)
 
 
 def _connections(cam) -> int:

@@ -14,6 +14,7 @@ import time
 from camrec.crypto.keys import X25519Identity
 from camrec.sources import MediaPacket, StreamInfo
 from camrec.sources.capture import Capture
+from camrec.sources.hub import PacketHub
 from camrec.store.writer import Store
 
 
@@ -88,7 +89,7 @@ class _HangingSource:
 
 def test_a_hung_capture_is_reported_as_stuck():
     release, stop = threading.Event(), threading.Event()
-    cap = Capture("cam", "main", lambda gen: _HangingSource(release), lambda p: None, lambda: None, stop,
+    cap = Capture("cam", "main", lambda gen: _HangingSource(release), PacketHub("cam/main"), stop,
                   stall_limit=0.5)
     cap.start()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from camrec.commands.common import add_config, config_path, load_config, owner_config
 from camrec.config.files import refuse_example_recipient, refuse_missing_storage, refuse_unsafe_permissions
@@ -105,6 +106,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 STATUS_STALE_SECONDS = 10.0
 
 
+def print_subscribers(hubs: Any) -> None:
+    """One line per stream: each subscriber of its hub with its queue depth and what it dropped."""
+    if not isinstance(hubs, dict):
+        return  # a status file of an older camrec
+    for role, hub in hubs.items():
+        parts = []
+        for sub in hub.get("subscriptions", []) if isinstance(hub, dict) else []:
+            text = f"{sub.get('name')} {sub.get('depth')} queued, {sub.get('dropped')} dropped"
+            if sub.get("gaps"):
+                text += f" ({sub['gaps']} gap(s))"
+            parts.append(text)
+        if parts:
+            print(f"    {role} stream: {'; '.join(parts)}")
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 when the recorder runs and every camera delivers video; 4 when a camera doesn't; 1 when
     the recorder isn't running (or its status is stale); 9 when it can't store clips (a full disk)
@@ -151,6 +167,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             if cam.get("failing"):
                 line += f", UNHEALTHY: {cam['failing']}"
             print(line)
+            print_subscribers(cam.get("hubs"))
         ahead = doc.get("clock_suspect")
         if isinstance(ahead, (int, float)):  # docs/storage.md "Retention and the clock"
             print(f"  clock: the wall clock is {ahead / 86400:.1f} days ahead of camrec's own clock (stepped, or "

@@ -1,10 +1,11 @@
 """Decodes the detection stream and runs the motion detector, in a thread of its own.
 
-Only this thread decodes video. It receives compressed packets through a small lossy queue: when it
-falls behind, packets are dropped up to the next keyframe (a decoder can't resume mid-GOP), so a slow
-detector never delays the recorder. Frames are decoded with the loop filter skipped (detection
-doesn't need deblocked pixels, and it saves about a quarter of the decode cost) and scaled by
-swscale straight to a small grey image; only frames at about `detect_fps` are analysed.
+Only this thread decodes video. It receives compressed packets as a queue-mode subscriber of the
+stream's packet hub: when it falls behind, packets are dropped up to the next keyframe (a decoder
+can't resume mid-GOP) and counted, so a slow detector never delays the recorder. Frames are
+decoded with the loop filter skipped (detection doesn't need deblocked pixels, and it saves about
+a quarter of the decode cost) and scaled by swscale straight to a small grey image; only frames
+at about `detect_fps` are analysed.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ import numpy as np
 
 from camrec.motion.detector import MotionDetector, MotionParams, MotionResult
 from camrec.sources import MediaPacket, StreamInfo
+from camrec.sources.hub import Gap, PacketHub, StreamEnd, StreamStart, Subscription
 
 log = logging.getLogger(__name__)
 
 THUMB_WIDTH = 640
+# The detector's queue in the hub: 8 s at 15 fps. Longer is pointless: a decision that late has
+# already lost its pre-roll in the recorder's ring.
+DETECT_QUEUE_PACKETS = 120
 
 
 @dataclass(frozen=True)
@@ -34,37 +39,6 @@ class MotionEvent:
     result: MotionResult
     thumbnail: np.ndarray | None  # BGR, at most THUMB_WIDTH wide
     gray: np.ndarray | None = None  # the detector's input frame, only when asked for (benchmarks)
-
-
-class _Gap:
-    """Marks packets dropped from the queue: decoding must restart at a keyframe."""
-
-
-GAP = _Gap()
-
-
-class LossyPacketQueue:
-    """Bounded queue whose producer never blocks: on overflow it drops everything queued."""
-
-    def __init__(self, maxsize: int = 120) -> None:
-        self._q: queue.Queue[MediaPacket | _Gap | None] = queue.Queue(maxsize)
-        self.dropped = 0
-
-    def put(self, item: MediaPacket | _Gap | None) -> None:
-        try:
-            self._q.put_nowait(item)
-        except queue.Full:
-            while True:
-                try:
-                    self._q.get_nowait()
-                    self.dropped += 1
-                except queue.Empty:
-                    break
-            self._q.put_nowait(GAP)
-            self._q.put_nowait(item)
-
-    def get(self, timeout: float) -> MediaPacket | _Gap | None:
-        return self._q.get(timeout=timeout)
 
 
 def padded_packet(data: bytes) -> av.Packet:
@@ -89,7 +63,7 @@ def scaled_size(width: int, height: int, target_width: int) -> tuple[int, int]:
 class DetectionWorker(threading.Thread):
     """Packets in, `MotionEvent`s out: the one detection path of camrec.
 
-    The daemon starts it as a thread fed through `packets`. `camrec detect` and `camrec bench
+    The daemon `attach`es it to a stream's hub and starts it as a thread. `camrec detect` and `camrec bench
     motion` drive the very same object synchronously with `feed()`/`flush()` (video files, RTSP)
     or `analyse()` (decoded images), so what an owner tunes on a recorded clip is what the daemon
     runs. Two switches exist for that offline use, and both default to the daemon's behaviour:
@@ -108,7 +82,7 @@ class DetectionWorker(threading.Thread):
         super().__init__(name=f"detect-{camera}", daemon=True)
         self.camera = camera
         self.params = params
-        self.packets = LossyPacketQueue()
+        self.subscription: Subscription | None = None
         self._deliver = deliver
         self._stop_event = stop
         self.detector = MotionDetector(params)
@@ -125,23 +99,41 @@ class DetectionWorker(threading.Thread):
         self._thumbnails = thumbnails
         self._keep_gray = keep_gray
 
+    def attach(self, hub: PacketHub) -> None:
+        """Subscribes to the stream to decode, from its next keyframe (a decoder needs one)."""
+        self.subscription = hub.subscribe("detector", start="next_keyframe", max_items=DETECT_QUEUE_PACKETS)
+
+    def stop(self) -> None:
+        """Ends `run` (from any thread): closing the subscription wakes the thread."""
+        if self.subscription is not None:
+            self.subscription.close()
+
+    @property
+    def packets_dropped(self) -> int:
+        return 0 if self.subscription is None else self.subscription.dropped
+
     def run(self) -> None:
+        subscription = self.subscription
+        if subscription is None:
+            raise RuntimeError(f"{self.name}: attach() the worker to a hub before starting it")
         while not self._stop_event.is_set():
             try:
-                item = self.packets.get(timeout=0.5)
+                item = subscription.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if item is None:
+            if item is None:  # closed: the daemon is stopping
                 break
+            if isinstance(item, StreamStart | StreamEnd):
+                continue  # a new stream is noticed by the packets' StreamInfo (feed)
             try:
                 self.feed(item)
             except Exception:  # never let one bad frame end detection for this camera
                 log.exception("%s: unexpected error in motion detection", self.camera)
                 self._need_key = True
 
-    def feed(self, item: MediaPacket | _Gap) -> None:
-        """Decodes one packet and analyses its frame if it is due (also called directly by tests)."""
-        if isinstance(item, _Gap):
+    def feed(self, item: MediaPacket | Gap) -> None:
+        """Decodes one packet and analyses its frame if it is due (`camrec detect` calls it directly)."""
+        if isinstance(item, Gap):
             self._need_key = True
             return
         if item.stream is not self._stream:  # new connection: maybe a new resolution or SPS

@@ -1,8 +1,9 @@
 """Per-camera recording: the pre-roll ring, the clip policy and the clip writer, in one thread.
 
-Everything that touches a clip happens in this thread, fed by one queue: main-stream packets from
-the capture thread, motion decisions from the detection thread, and disconnect/stop notices. One
-consumer means no locks around the ring, the policy or the open file.
+Everything that touches a clip happens in this thread, fed by one queue: main-stream packets and
+disconnects from the camera's packet hub (the recorder is its push subscriber: `on_hub_item` runs
+in the capture thread and only queues), motion decisions from the detection thread, and the stop
+notice. One consumer means no locks around the ring, the policy or the open file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from camrec.motion.worker import MotionEvent
 from camrec.record.mux import FragmentedMp4Muxer
 from camrec.record.policy import Action, ClipPolicy
 from camrec.sources import Clock, MediaPacket, StreamInfo
+from camrec.sources.hub import HubItem, StreamEnd
 from camrec.store.writer import OpenClip, Store
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class RecorderStatus:
     last_clip: str | None = None
     storage_error: str | None = None
     failing: str | None = None  # "every clip failed for N s: <reason>" once unhealthy
+    packets_dropped: int = 0  # inbox overflows: the disk stalled for seconds (never another subscriber)
 
 
 @dataclass
@@ -107,10 +110,21 @@ class Recorder(threading.Thread):
 
     # -- producers (other threads) ---------------------------------------------------------------
 
+    def on_hub_item(self, item: HubItem) -> None:
+        """The recorder's sink on the main stream's hub (push mode, in the capture thread).
+
+        Stream starts need no message (a packet's new `StreamInfo` is noticed by identity) and a
+        push subscriber never gets gaps; a stream's end closes the open clip."""
+        if isinstance(item, MediaPacket):
+            self.put_packet(item)
+        elif isinstance(item, StreamEnd):
+            self.disconnected()
+
     def put_packet(self, packet: MediaPacket) -> None:
         try:
             self.inbox.put(packet, timeout=2.0)
         except queue.Full:  # the disk can't keep up; losing video beats blocking the camera socket
+            self.status.packets_dropped += 1
             log.error("%s: recorder queue full, dropping a packet", self.camera)
 
     def put_motion(self, event: MotionEvent) -> None:

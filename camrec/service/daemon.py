@@ -3,7 +3,8 @@
 Threads, not asyncio: every stage is a blocking C call (demux, decode, encrypt, fsync) that releases
 the GIL, so one thread per stage per camera is the simplest correct shape; queues connect them.
 
-    capture(main) ──packets──▶ recorder ◀──motion── detection ◀──packets── capture(main or detect)
+    capture(main) ─▶ hub(main) ──push──▶ recorder ◀──motion── detection ◀──queue── hub(main or detect)
+                        └──queue──▶ (later: live viewers, MQTT, metrics)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from camrec.record.recorder import Recorder
 from camrec.service import sdnotify
 from camrec.sources import Clock, Source, SystemClock, make_source
 from camrec.sources.capture import Capture
+from camrec.sources.hub import PacketHub
 from camrec.store.lock import RecorderLock
 from camrec.store.writer import Store
 
@@ -48,29 +50,29 @@ STATUS_MODE = 0o640
 
 
 class CameraPipeline:
-    """Capture → (detection) → recorder for one camera."""
+    """Capture → hub → recorder and detection for one camera: one connection and one hub per stream."""
 
     def __init__(self, name: str, cam: Any, store: Store, clock: Clock, stop: threading.Event) -> None:
         self.name = name
         self.recorder = Recorder(name, cam, store, clock)
         self.detector = DetectionWorker(name, cam.motion, self.recorder.put_motion, stop)
+        self.hubs = {"main": PacketHub(f"{name}/main")}
+        if cam.detect_source:
+            self.hubs["detect"] = PacketHub(f"{name}/detect")
+        # The recorder in push mode: its own inbox is its queue, and no other subscriber can make
+        # it lose a packet. The detector decodes the sub-stream when there is one, else the main one.
+        self.hubs["main"].subscribe("recorder", start="next_keyframe", sink=self.recorder.on_hub_item,
+                                    depth=self.recorder.inbox.qsize)
+        self.detector.attach(self.hubs["detect"] if cam.detect_source else self.hubs["main"])
 
         def maker(url: str) -> Callable[[int], Source]:
             return lambda generation: make_source(
                 url, transport=cam.rtsp_transport, open_timeout=cam.open_timeout,
                 read_timeout=cam.read_timeout, generation=generation, clock=clock)
 
-        def on_main(p: Any) -> None:
-            self.recorder.put_packet(p)
-            if not cam.detect_source:  # otherwise the sub-stream alone is decoded
-                self.detector.packets.put(p)
-
         stall = cam.open_timeout + 3 * cam.read_timeout + 15.0
-        self.captures = [Capture(name, "main", maker(cam.source), on_main, self.recorder.disconnected, stop,
-                                 stall_limit=stall)]
-        if cam.detect_source:
-            self.captures.append(Capture(name, "detect", maker(cam.detect_source), self.detector.packets.put,
-                                         lambda: None, stop, stall_limit=stall))
+        self.captures = [Capture(name, role, maker(cam.source if role == "main" else cam.detect_source), hub, stop,
+                                 stall_limit=stall) for role, hub in self.hubs.items()]
 
     def start(self) -> None:
         self.recorder.start()
@@ -81,7 +83,7 @@ class CameraPipeline:
     def request_stop(self) -> None:
         """Asks the recorder to close its open clip and the detector to finish (no waiting)."""
         self.recorder.stop()
-        self.detector.packets.put(None)
+        self.detector.stop()
 
     def join(self, deadline: float) -> None:
         """Waits for the threads until the monotonic `deadline`; the recorder (the open clip) first."""
@@ -120,8 +122,11 @@ class CameraPipeline:
             "recording": rec.recording, "clips_written": rec.clips_written, "last_clip": rec.last_clip,
             "storage_error": rec.storage_error, "failing": rec.failing, "streams": streams,
             "detector": {"frames_analysed": self.detector.frames_analysed,
-                         "packets_dropped": self.detector.packets.dropped,
+                         "packets_dropped": self.detector.packets_dropped,
                          "decode_errors": self.detector.decode_errors},
+            "recorder_packets_dropped": rec.packets_dropped,
+            # Per stream: each subscriber's queue depth, deliveries, drops and gaps.
+            "hubs": {role: hub.stats() for role, hub in self.hubs.items()},
         }
 
 

@@ -1,4 +1,8 @@
-"""The capture loop: one thread per camera connection, reconnecting with capped exponential backoff.
+"""The capture loop: one thread per camera stream, reconnecting with capped exponential backoff.
+
+It is the one publisher of its stream's `PacketHub`: every connection starts a stream in the hub,
+every packet is published there, and every disconnect ends the stream there; the recorder, the
+detector and anyone else subscribe to the hub, never to the camera.
 
 A live camera never "ends": end of stream, a read timeout (frozen camera) and I/O errors are all
 treated as a disconnect. Errors are logged once per change of condition, not once per retry, so a
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 
 from camrec.errors import AuthError, SourceError
 from camrec.redact import redact
-from camrec.sources import MediaPacket, Source, StreamInfo
+from camrec.sources.base import Source, StreamInfo
+from camrec.sources.hub import PacketHub
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +58,14 @@ class CaptureStatus:
 
 
 class Capture(threading.Thread):
-    """Reads one camera URL forever, handing packets to `on_packet` and stream ends to `on_disconnect`."""
+    """Reads one camera URL forever, publishing its streams, packets and disconnects to `hub`."""
 
     def __init__(
         self,
         camera: str,
         role: str,
         make: Callable[[int], Source],
-        on_packet: Callable[[MediaPacket], None],
-        on_disconnect: Callable[[], None],
+        hub: PacketHub,
         stop: threading.Event,
         stall_limit: float = 60.0,
     ) -> None:
@@ -72,8 +76,7 @@ class Capture(threading.Thread):
         self.camera = camera
         self.role = role
         self._make = make
-        self._on_packet = on_packet
-        self._on_disconnect = on_disconnect
+        self.hub = hub
         self._stop_event = stop
         self.status = CaptureStatus(last_progress=time.monotonic())
 
@@ -112,7 +115,7 @@ class Capture(threading.Thread):
                 log.exception("%s: %s stream: unexpected error while reading", self.camera, self.role)
                 reason = "unexpected error (see the log)"
             source.close()
-            self._on_disconnect()
+            self.hub.end_stream(reason)
             if self._stop_event.is_set():
                 break
             self.status.state = "disconnected"
@@ -138,6 +141,7 @@ class Capture(threading.Thread):
         self.status.retry_at = None
         self.status.first_packet_at = None
         log.info("%s: %s stream connected: %s", self.camera, self.role, info.describe())
+        self.hub.start_stream(info)
 
     def _pump(self, source: Source) -> str:
         while not self._stop_event.is_set():
@@ -152,7 +156,7 @@ class Capture(threading.Thread):
             self.status.last_progress = time.monotonic()
             if self.status.first_packet_at is None:
                 self.status.first_packet_at = time.time()
-            self._on_packet(packet)
+            self.hub.publish(packet)
         return "stopping"
 
     def stuck(self, now: float) -> bool:
