@@ -66,6 +66,7 @@ def main() -> int:
         results.append(("ffmpeg -c copy", cpu, wall))
         for label, detect in (("camrec run (detect on main)", None), ("camrec run (detect_source 640x360)", sub)):
             storage = work / f"storage-{len(results)}"
+            storage.mkdir()  # `camrec run` creates no storage directory but /var/lib/camrec
             cfg = work / f"camrec-{len(results)}.yaml"
             cfg.write_text(f"recipients: [{owner.recipient()}]\nstorage:\n  path: {storage}\ncameras:\n"
                            f"  bench:\n    source: {url}\n" + (f"    detect_source: {detect}\n" if detect else ""))
