@@ -34,7 +34,7 @@ function toLogin(notice) {
 
 function updateBar() {
   const status = document.getElementById("key-status");
-  status.textContent = identity.hasIdentity() ? `key: ${identity.identityDescription()}` : "no key";
+  status.textContent = identity.hasIdentity() ? identity.identityDescription() : "no key";
   status.className = identity.hasIdentity() ? "ok" : "warn";
   document.getElementById("logout").hidden = !loggedIn;
   document.getElementById("key-button").hidden = location.pathname === "/login";
