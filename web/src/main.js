@@ -15,6 +15,7 @@ import { renderLogin } from "./views/login.js";
 import { renderTimeline } from "./views/timeline.js";
 
 let loggedIn = false;
+let sessionUser = null; // "local" in `camrec web serve --store` mode: no accounts, nothing to log out of
 let pendingNotice = null;
 let renderSeq = 0;
 
@@ -36,7 +37,7 @@ function updateBar() {
   const status = document.getElementById("key-status");
   status.textContent = identity.hasIdentity() ? identity.identityDescription() : "no key";
   status.className = identity.hasIdentity() ? "ok" : "warn";
-  document.getElementById("logout").hidden = !loggedIn;
+  document.getElementById("logout").hidden = !loggedIn || sessionUser === "local";
   document.getElementById("key-button").hidden = location.pathname === "/login";
 }
 
@@ -76,6 +77,7 @@ async function render() {
         return;
       }
       loggedIn = true;
+      sessionUser = typeof s.user === "string" ? s.user : null;
       updateBar();
     }
     if (!identity.hasIdentity()) toggleKeyPanel(true);

@@ -30,12 +30,6 @@ export function showMessage(text, kind = "info") {
   box.textContent = text;
 }
 
-export function messageIn(container, text, kind = "info", id = undefined) {
-  const m = el("p", { class: `message ${kind}`, text, id });
-  container.append(m);
-  return m;
-}
-
 export function pad2(n) {
   return String(n).padStart(2, "0");
 }
