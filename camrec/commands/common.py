@@ -8,7 +8,6 @@ import re
 import stat
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 

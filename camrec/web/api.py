@@ -47,8 +47,8 @@ _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 def add_routes(app: web.Application, ctx: WebContext) -> None:
     api = _Api(ctx)
-    app.router.add_get("/api/cameras", api.cameras)
-    app.router.add_get("/api/events", api.events)
+    app.router.add_get("/api/cameras", _guarded(api.cameras))
+    app.router.add_get("/api/events", _guarded(api.events))
     for kind in FILE_KINDS:
         app.router.add_get(f"/api/clips/{{id}}/{kind}", api.clip_file(kind))
     # Unknown /api/ paths and methods get JSON like every other API answer (aiohttp's own are text).
@@ -114,7 +114,6 @@ class _Api:
 
     # --- /api/events ---------------------------------------------------------------------------
 
-    @_guarded
     async def events(self, request: web.Request) -> web.StreamResponse:
         query = parse_event_query(parse_qs(request.query_string, keep_blank_values=True),
                                   len(request.query_string))
@@ -134,7 +133,6 @@ class _Api:
 
     # --- /api/cameras --------------------------------------------------------------------------
 
-    @_guarded
     async def cameras(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(await asyncio.to_thread(self._cameras), headers=_NO_STORE)
 

@@ -109,7 +109,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
             raise ApiError(416, f"range not satisfiable: the file has {size} bytes")
         return max(0, size - suffix), size - 1
     first = int(m[1])
-    last = int(m[2]) if m[2] else size - 1
+    last = int(m[2]) if m[2] else max(first, size - 1)
     if last < first:
         raise ApiError(416, "malformed Range header: the last byte is before the first")
     if first >= size:

@@ -124,8 +124,18 @@ def _open_regular_top(root: Path, name: str) -> int:
 def usable(rows: list[ClipRow], root: Path) -> list[ClipRow]:
     """The rows whose paths are a clip's (others logged), `recording` shown as `partial` when no
     recorder holds the store."""
-    good, _ = untrusted.checked_rows(rows, lambda message: log.warning("web: %s", message))
+    good, _ = untrusted.checked_rows(rows, _warn_once)
     return rows_as_cut_without_recorder(root, good)
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A skipped row is logged once per process, not at every page load that lists it."""
+    if message not in _warned and len(_warned) < 10000:
+        _warned.add(message)
+        log.warning("web: %s", message.removeprefix("camrec: warning: "))
 
 
 def query(reader: IndexReader, **kwargs: Any) -> list[ClipRow]:
