@@ -458,3 +458,104 @@ def test_event_query_parser_returns_a_query_or_4xx(params, length):
     if query is not None:
         assert isinstance(query, EventQuery) and 1 <= query.limit <= 10000
         assert query.since is None or query.until is None or query.since <= query.until
+
+
+def test_ranges_over_tls_are_the_files_bytes(store, tmp_path):
+    """The recorder serves HTTPS: asyncio's sendfile falls back to read + write under TLS; the bytes
+    and ranges must be the same as on a plain socket."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ssl.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    row = store["rows"][3]
+    data = (store["root"] / row.path).read_bytes()
+
+    async def run():
+        app = web.Application()
+        api.add_routes(app, make_ctx(store["root"]))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl).start()
+        base = f"https://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as s:
+                url = f"{base}/api/clips/{stem(row.path)}/video"
+                async with s.get(url) as r:
+                    whole = await r.read()
+                async with s.get(url, headers={"Range": "bytes=1000000-2000000"}) as r:
+                    part = (r.status, await r.read())
+            return whole, part
+        finally:
+            await runner.cleanup()
+
+    whole, (status, part) = asyncio.run(run())
+    assert whole == data
+    assert status == 206 and part == data[1000000:2000001]
+
+
+def test_head_several_range_headers_and_a_client_that_leaves(store, caplog):
+    root, row = store["root"], store["rows"][3]
+    size = (root / row.path).stat().st_size
+    url = f"/api/clips/{stem(row.path)}/video"
+    audit: list[dict] = []
+
+    async def body(base):
+        async with aiohttp.ClientSession() as s, s.head(base + url) as r:
+            head = (r.status, r.headers.get("Content-Length"), await r.read())
+        twice = await raw(base, url.encode(), b"Range: bytes=0-1\r\nRange: bytes=5-9\r\n")
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET {url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await reader.readexactly(1000)
+        writer.transport.abort()  # gone mid-download
+        await asyncio.sleep(0.3)
+        after = await get(base, url, {"Range": "bytes=0-9"})
+        return head, twice, after
+
+    head, twice, after = serve(make_ctx(root, audit), body)
+    assert head == (200, str(size), b"")
+    assert_json_error(*twice, 416)
+    assert after[0] == 206 and after[2] == (root / row.path).read_bytes()[:10]
+    assert len(audit) == 1  # HEAD hands out nothing; the two GETs fall in one audit window
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_serve_mode_sees_a_store_that_changes_and_a_status_that_fails(store):
+    root = store["root"]
+    from camrec.store.writer import Store
+
+    async def body(base):
+        first = json.loads((await get(base, "/api/events"))[2])
+        st_ = Store(root, [store["owner"].recipient()])
+        write_clip(st_, T0 + 1200)
+        st_.close()
+        return first, json.loads((await get(base, "/api/events"))[2])
+
+    first, second = serve(make_ctx(root), body)
+    assert len(second) == len(first) + 1
+
+    def failing() -> dict:
+        raise RuntimeError("daemon status not ready")
+
+    async def cameras(base):
+        return await get(base, "/api/cameras")
+
+    status, _, data = serve(make_ctx(root, status=failing, read_only=False), cameras)
+    assert status == 200
+    assert [(c["name"], c["state"]) for c in json.loads(data)] == [("cam", "unknown"), ("yard", "unknown")]

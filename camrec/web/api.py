@@ -42,6 +42,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # always logged before any byte of it is sent.
 AUDIT_WINDOW = 60.0
 FILE_KINDS = {"video": layout.VIDEO_SUFFIX, "thumbnail": layout.THUMB_SUFFIX, "details": layout.META_SUFFIX}
+_FILE_SIZE = web.RequestKey("camrec_file_size", int)  # for a 416's Content-Range
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -61,8 +62,8 @@ def json_error(request: web.Request, error: ApiError) -> web.Response:
                 request.remote, escape_controls(str(request.get("user", "-"))), error.status,
                 escape_controls(error.message))
     headers = dict(_NO_STORE)
-    if error.status == 416 and "size" in request:
-        headers["Content-Range"] = f"bytes */{request['size']}"
+    if error.status == 416 and _FILE_SIZE in request:
+        headers["Content-Range"] = f"bytes */{request[_FILE_SIZE]}"
     return web.json_response(error.body(), status=error.status, headers=headers)
 
 
@@ -137,18 +138,28 @@ class _Api:
         return web.json_response(await asyncio.to_thread(self._cameras), headers=_NO_STORE)
 
     def _cameras(self) -> list[dict[str, Any]]:
-        if self.ctx.status is None:  # `web serve --store`: the cameras the index knows
+        doc: dict[str, Any] = {}
+        if self.ctx.status is not None:
+            try:
+                doc = self.ctx.status() or {}
+            except Exception as exc:  # the daemon's status is a convenience: the events still list
+                log.warning("web: the recorder's status is unavailable: %s", exc)
+        if not isinstance(doc.get("cameras"), dict):
+            # `web serve --store` (or no status yet): the cameras the index knows, in one pass.
             latest: dict[str, ClipRow] = {}
             for row in index_rows.query(self.reader):
                 latest[row.camera] = row  # oldest first: the last one wins
-            state = "unknown" if index_rows.recorder_running(self.ctx.store_root) else "offline"
+            if self.ctx.status is None and not index_rows.recorder_running(self.ctx.store_root):
+                state = "offline"  # a copy, or a disk no recorder holds
+            else:
+                state = "unknown"
             return [self._camera(name, state, latest[name]) for name in sorted(latest)]
-        doc = self.ctx.status() or {}
         out = []
-        for name, cam in sorted((doc.get("cameras") or {}).items()):
+        for name, cam in sorted(doc["cameras"].items()):
             recent = index_rows.query(self.reader, camera=name, since=time.time() - 86400)
             recent = recent or index_rows.query(self.reader, camera=name)
-            out.append(self._camera(name, camera_state(doc, cam), recent[-1] if recent else None))
+            status = cam if isinstance(cam, dict) else {}
+            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None))
         return out
 
     @staticmethod
@@ -203,10 +214,13 @@ class _Api:
     async def _send(self, request: web.Request, opened: _Opened, kind: str) -> web.StreamResponse:
         st = os.fstat(opened.fd)
         size = st.st_size  # a clip still being written is served up to here
-        request["size"] = size
+        request[_FILE_SIZE] = size
         etag = f'"{st.st_ino:x}-{size:x}-{st.st_mtime_ns:x}"'
         last_modified = formatdate(st.st_mtime, usegmt=True)
-        header = request.headers.get("Range")
+        ranges = request.headers.getall("Range", [])
+        if len(ranges) > 1:
+            raise ApiError(416, "only one byte range per request is served (several Range headers)")
+        header = ranges[0] if ranges else None
         if_range = request.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, last_modified):
             header = None  # the file changed since the client's first part: send it whole

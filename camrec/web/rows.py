@@ -12,7 +12,6 @@ Rows whose paths are not clip paths are skipped with a log line (camrec/store/un
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -46,12 +45,14 @@ class IndexReader:
         self._lock = threading.Lock()
         self._snapshot_dir: Path | None = None
         self._snapshot_key: tuple[tuple[int, int, int], ...] | None = None
+        self._current: Path | None = None
+        self._generation = 0
 
     def close(self) -> None:
         with self._lock:
             if self._snapshot_dir is not None:
                 shutil.rmtree(self._snapshot_dir, ignore_errors=True)
-                self._snapshot_dir = None
+                self._snapshot_dir = self._current = None
 
     def open(self) -> Any:
         """A ClipIndex (read-only) or a RowsView; the caller closes it. StorageError if unreadable."""
@@ -88,24 +89,28 @@ class IndexReader:
             fds: dict[str, int] = {}
             try:
                 for name in _COPY_NAMES:
-                    with contextlib.suppress(FileNotFoundError):
+                    try:
                         fds[name] = _open_regular_top(self.root, name)
+                    except FileNotFoundError:
+                        continue
                 if layout.INDEX_NAME not in fds:
                     return None
                 key = tuple((os.fstat(fd).st_ino, os.fstat(fd).st_size, os.fstat(fd).st_mtime_ns)
                             for fd in fds.values())
                 if self._snapshot_dir is None:
                     self._snapshot_dir = Path(tempfile.mkdtemp(prefix="camrec-web-index-"))
-                target = self._snapshot_dir / layout.INDEX_NAME
-                if key != self._snapshot_key:
-                    for suffix in ("", "-wal", "-shm"):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(f"{target}{suffix}")
+                if key != self._snapshot_key or self._current is None:
+                    # A new generation each time: a request still reading the previous copy (in
+                    # another thread) keeps its files; generations before that one are removed.
+                    self._generation += 1
+                    current = self._snapshot_dir / str(self._generation)
+                    current.mkdir(mode=0o700)
                     for name, fd in fds.items():
-                        with open(self._snapshot_dir / name, "xb") as out, os.fdopen(fd, "rb", closefd=False) as src:
+                        with open(current / name, "xb") as out, os.fdopen(fd, "rb", closefd=False) as src:
                             shutil.copyfileobj(src, out, 1 << 20)
-                    self._snapshot_key = key
-                return target
+                    shutil.rmtree(self._snapshot_dir / str(self._generation - 2), ignore_errors=True)
+                    self._snapshot_key, self._current = key, current
+                return self._current / layout.INDEX_NAME
             except OSError as exc:
                 raise StorageError(f"cannot read the clip index: {exc.strerror or exc}") from None
             finally:
