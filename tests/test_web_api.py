@@ -30,7 +30,7 @@ from camrec.store import layout
 from camrec.store.lock import RecorderLock
 from camrec.web import api
 from camrec.web.context import WebContext
-from camrec.web.requests import (
+from camrec.web.parsers import (
     MAX_QUERY_STRING,
     ApiError,
     EventQuery,

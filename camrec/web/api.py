@@ -2,7 +2,7 @@
 ciphertext of each clip's video, thumbnail and details, byte for byte as stored.
 
 The server never decrypts. Everything read from the store is hostile input: event ids are parsed
-to exactly a clip stem (camrec/web/requests.py), index rows are checked (camrec/store/untrusted.py),
+to exactly a clip stem (camrec/web/parsers.py), index rows are checked (camrec/store/untrusted.py),
 and clip files are opened component by component from the store root with O_NOFOLLOW, then sent
 from that very descriptor. Every ciphertext handed out is audited before its first byte leaves.
 Errors are JSON `{"error": …}` with a 4xx (or 503 when the store itself can't be read), and a log
@@ -31,7 +31,7 @@ from camrec.store.index import ClipRow
 from camrec.store.listing import clip_json
 from camrec.web import rows as index_rows
 from camrec.web.context import WebContext
-from camrec.web.requests import ApiError, EventId, event_id_of, parse_event_id, parse_event_query, parse_range
+from camrec.web.parsers import ApiError, EventId, event_id_of, parse_event_id, parse_event_query, parse_range
 
 log = logging.getLogger("camrec.web")
 
@@ -174,7 +174,7 @@ class _Api:
         @_guarded
         async def handler(request: web.Request) -> web.StreamResponse:
             event = parse_event_id(request.match_info["id"])
-            opened = await asyncio.to_thread(self._open, event, kind)
+            opened = await _in_thread_closing_if_cancelled(self._open, event, kind)
             try:
                 return await self._send(request, opened, kind)
             finally:
@@ -253,7 +253,7 @@ class _Api:
         key = (user, client, rel)
         async with self._audit_lock:
             now = time.monotonic()
-            if now - self._audited.get(key, -AUDIT_WINDOW) < AUDIT_WINDOW:
+            if key in self._audited and now - self._audited[key] < AUDIT_WINDOW:
                 return
             entry = {"event": "web-fetch", "file": rel, "kind": kind, "user": user, "client": client,
                      "time": time.time(), "range": span, "bytes": count, "size": size}
@@ -275,6 +275,21 @@ def camera_state(doc: dict[str, Any], cam: dict[str, Any]) -> str:
     if state == "recording" or cam.get("recording"):
         return "recording"
     return "idle" if state == "connected" else "offline"
+
+
+async def _in_thread_closing_if_cancelled(fn: Callable[[EventId, str], _Opened], event: EventId,
+                                          kind: str) -> _Opened:
+    """fn in a worker thread; if the request is cancelled meanwhile, the descriptor it opens is
+    closed when it is done rather than leaked."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn, event, kind)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        def close(done: asyncio.Future[_Opened]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                os.close(done.result().fd)
+        future.add_done_callback(close)
+        raise
 
 
 async def _sendfile(request: web.Request, resp: web.StreamResponse, fd: int, offset: int, count: int) -> None:
