@@ -214,7 +214,7 @@ def test_fetched_bytes_are_the_files_and_age_decrypts_them(store):
             assert out.stdout.startswith(b"\xff\xd8\xff")
         else:
             assert len(out.stdout) == 300_000
-    assert [(e["event"], e["file"], e["kind"], e["user"], e["client"]) for e in audit] == [
+    assert [(e["event"], e["file"], e["file_kind"], e["user"], e["client"]) for e in audit] == [
         ("web-fetch", row.path, "video", "tester", "127.0.0.1"),
         ("web-fetch", row.thumb, "thumbnail", "tester", "127.0.0.1"),
         ("web-fetch", row.meta, "details", "tester", "127.0.0.1")]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from camrec.cli import main
 from camrec.owner import audit
 from tests.test_manifest import make_store
 
@@ -49,7 +50,7 @@ def first_line(proc: subprocess.Popen[str], timeout: float = 20) -> str:
     return proc.stdout.readline()
 
 
-def test_serve_a_copied_store_read_only(tmp_path):
+def test_serve_a_copied_store_read_only(tmp_path, capsys):
     _, store, manifest, rows = make_store(tmp_path, n=2)
     manifest.close()
     store.close()
@@ -78,7 +79,12 @@ def test_serve_a_copied_store_read_only(tmp_path):
     check = audit.read(log)
     assert not check.problems
     entries = [line.entry for line in check.lines if line.entry and line.entry.get("event") == "web-fetch"]
-    assert [(e["files"], e["client"], e["kind"]) for e in entries] == [([rows[1].path], "127.0.0.1", "video")]
+    assert [(e["files"], e["client"], e["file_kind"], e["web_user"]) for e in entries] == [
+        ([rows[1].path], "127.0.0.1", "video", "local")]
+    capsys.readouterr()
+    assert main(["audit", "--log", str(log)]) == 0  # `camrec audit` shows it
+    shown = [line for line in capsys.readouterr().out.splitlines() if "web-fetch" in line]
+    assert len(shown) == 1 and rows[1].path in shown[0]
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "::", "localhost", "example.org"])

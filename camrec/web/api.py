@@ -255,7 +255,7 @@ class _Api:
             now = time.monotonic()
             if key in self._audited and now - self._audited[key] < AUDIT_WINDOW:
                 return
-            entry = {"event": "web-fetch", "file": rel, "kind": kind, "user": user, "client": client,
+            entry = {"event": "web-fetch", "file": rel, "file_kind": kind, "user": user, "client": client,
                      "time": time.time(), "range": span, "bytes": count, "size": size}
             try:
                 await asyncio.to_thread(self.ctx.audit, entry)
