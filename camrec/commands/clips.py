@@ -33,6 +33,7 @@ from camrec.errors import CamrecError, IdentityError, IntegrityError, StorageErr
 from camrec.owner import audit
 from camrec.printable import escape_controls
 from camrec.store import untrusted
+from camrec.store.listing import clip_json
 
 ORDER = 30
 
@@ -64,12 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_passphrase_file(s)
     s.add_argument("file", metavar="FILE", help="the age file (binary or ASCII-armored); - for standard input")
     s.set_defaults(func=cmd_decrypt)
-
-
-def clip_json(row: Any) -> dict[str, Any]:
-    return {"camera": row.camera, "start": iso(row.start), "end": iso(row.end),
-            "duration": round(row.duration, 3), "size": row.size, "path": row.path,
-            "state": row.state, "thumbnail": row.thumb, "details": row.meta}
 
 
 def _warn(message: str) -> None:

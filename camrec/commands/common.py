@@ -8,29 +8,17 @@ import re
 import stat
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from camrec.errors import GROUP_HINT, StorageError, UsageError
+from camrec.store.listing import iso, parse_time_bound, rows_as_cut_without_recorder
 
-
-def iso(t: float) -> str:
-    """ISO 8601 with the local UTC offset, to the millisecond."""
-    return datetime.fromtimestamp(t).astimezone().isoformat(timespec="milliseconds")
+__all__ = ["iso", "rows_as_cut_without_recorder", "time_arg"]  # iso and the rule moved to camrec.store.listing
 
 
 def time_arg(text: str | None) -> float | None:
-    if text is None:
-        return None
-    from camrec.timeparse import parse_time_arg
-
-    try:
-        return parse_time_arg(text, datetime.now().astimezone()).timestamp()
-    except (ValueError, OverflowError) as exc:  # OverflowError: .timestamp() of an extreme date
-        raise UsageError(f"bad time {text!r}: {exc}",
-                         hint="use ISO 8601 (2026-11-21T18:00), a span like 30m, 2h, 1d, or "
-                              "today, yesterday, mon, 09:30, 'yesterday 18:00'") from None
+    return None if text is None else parse_time_bound(text)
 
 
 DEFAULT_CONFIG = "/etc/camrec/config.yaml"
@@ -183,16 +171,3 @@ def select_clips(args: argparse.Namespace, config: Any) -> list[Any]:
     finally:
         index.close()
     return rows_as_cut_without_recorder(Path(config.storage.path), rows)
-
-
-def rows_as_cut_without_recorder(root: Path, rows: list[Any]) -> list[Any]:
-    """A clip in `recording` with no live recorder on its storage (the recorder died, or this is a
-    copy or a disk pulled after a break-in) is a cut clip: shown as `partial` and salvaged by
-    export, never hidden until a recorder runs there again."""
-    import dataclasses
-
-    from camrec.store.lock import recorder_running
-
-    if not any(r.state == "recording" for r in rows) or recorder_running(root):
-        return rows
-    return [dataclasses.replace(r, state="partial") if r.state == "recording" else r for r in rows]

@@ -46,7 +46,7 @@ from camrec.store.layout import AUDIT_NAME, STORE_LOG_MODE
 from camrec.store.manifest import ChainCheck, ChainFileRefused, ChainWriter, read_chain
 
 ENV_LOG = "CAMREC_AUDIT_LOG"
-EVENTS = ("decrypt", "export", "verify", "rekey")
+EVENTS = ("decrypt", "export", "verify", "rekey", "web-fetch")
 USER_LOG_MODE = 0o600
 
 
@@ -133,12 +133,14 @@ class _LiveStoreLog(ChainWriter):
 
 def record(event: str, *, files: Sequence[str | os.PathLike[str]], recipients: Sequence[str],
            storage_root: Path | None = None, log_path: Path | None = None, command: str | None = None,
-           now: float | None = None) -> dict[str, Any]:
+           now: float | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Appends one fsynced entry; raises StorageError (nothing may be decrypted then).
 
     With `storage_root`, relative `files` are relative to it (index paths); without it, they are
     ordinary paths and the store is found from the first one. The entry goes to `log_path` if
     given (tests, tools), else to the per-user log and, for a live store, to the store's log too.
+    `extra` adds fields of the event's own (a web fetch: the client address, the byte range); it
+    cannot replace the fields above.
     """
     store_relative = storage_root is not None
     if storage_root is None and files:
@@ -148,6 +150,7 @@ def record(event: str, *, files: Sequence[str | os.PathLike[str]], recipients: S
     body = {"event": event, "user": _user(), "host": socket.gethostname(), "pid": os.getpid(),
             "command": redact(command), "files": _relative(files, storage_root, store_relative),
             "recipients": list(recipients)}
+    body = {**(extra or {}), **body}
     if storage_root is not None:
         body["store"] = str(storage_root.resolve())
     t = time.time() if now is None else now
