@@ -340,8 +340,7 @@ def _being_recorded(path: Path) -> bool:
     """Whether `path` is a clip a live recorder is writing right now (its index row says
     `recording` and the storage's recorder lock is held): then a missing final chunk means "not
     finished yet", not "cut by a crash"."""
-    from camrec.store import layout
-    from camrec.store.index import ClipIndex
+    from camrec.store.index_copy import open_owner_index
     from camrec.store.lock import recorder_running
 
     root = audit.find_store_root(path)
@@ -349,7 +348,7 @@ def _being_recorded(path: Path) -> bool:
         return False
     try:
         rel = path.resolve().relative_to(root.resolve()).as_posix()
-        index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
+        index = open_owner_index(root)
     except (ValueError, OSError, CamrecError):
         return False
     try:

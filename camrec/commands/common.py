@@ -124,14 +124,16 @@ def open_index(config: Any) -> Any:
     """The store's index, read-only. When it is damaged (or missing while clips exist), the rows
     are computed from the clip files and the signed manifest instead, read-only, with a warning:
     `list` and `export` keep working on a copy whose index an SD card damaged
-    (docs/storage.md, "Rebuilding the index")."""
+    (docs/storage.md, "Rebuilding the index"). Nothing is written into the store, not even SQLite's
+    -wal/-shm files (camrec/store/index_copy.py)."""
     from camrec.store import layout
-    from camrec.store.index import REBUILD_HINT, ClipIndex, IndexDamaged
+    from camrec.store.index import REBUILD_HINT, IndexDamaged
+    from camrec.store.index_copy import open_owner_index
     from camrec.store.rebuild import RowsView, clip_rows, device_public_key
 
     root = Path(config.storage.path)
     try:
-        index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
+        index = open_owner_index(root)
     except IndexDamaged as exc:
         why = exc.message
     except StorageError as exc:

@@ -35,7 +35,8 @@ from camrec.owner.verify_history import HISTORY_PROBLEMS, History
 from camrec.store import layout, untrusted
 from camrec.store.digest import Digester
 from camrec.store.entries import clip_entry_problem
-from camrec.store.index import ClipIndex, ClipRow
+from camrec.store.index import ClipRow
+from camrec.store.index_copy import open_owner_index
 from camrec.store.manifest import (
     CLIP_KINDS,
     GENESIS,
@@ -186,7 +187,7 @@ def _snapshot(root: Path, public_key: Ed25519PublicKey | None, heads: Sequence[t
         rels.sort(key=_suffix_order)
     rows: dict[str, ClipRow] = {}
     if (root / layout.INDEX_NAME).exists():
-        index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
+        index = open_owner_index(root)  # a private copy, or the live one in place: nothing written
         try:
             rows = {r.path: r for r in index.query()}
         finally:

@@ -35,11 +35,10 @@ def mount_point(path: Path) -> Path:
 
 def clip_rate(root: Path, now: float) -> float | None:
     """Bytes of clips per day over the last week (or since the first clip), from the index."""
-    from camrec.store import layout
-    from camrec.store.index import ClipIndex
+    from camrec.store.index_copy import open_owner_index
 
     try:
-        index = ClipIndex(root / layout.INDEX_NAME, readonly=True)
+        index = open_owner_index(root)  # writes nothing there (`camrec check` may run as root)
     except CamrecError:
         return None
     try:

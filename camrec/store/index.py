@@ -103,7 +103,7 @@ def _index_error(path: Path, exc: sqlite3.Error, what: str = "clip index") -> St
     return _sqlite_storage_error(f"{what} {path}", path, exc)
 
 
-def _file_problem(path: Path) -> str | None:
+def file_problem(path: Path) -> str | None:
     """Why the index path can't be the index (a link, FIFO, device…), or None (regular or absent)."""
     try:
         st = os.lstat(path)
@@ -128,9 +128,15 @@ class ClipIndex:
     checked before every transaction: if the file was deleted or replaced, the rows of the open
     database are copied into a new file at the path instead of going on in an unlinked inode."""
 
-    def __init__(self, path: Path, readonly: bool = False, rebuild: bool = True) -> None:
+    def __init__(self, path: Path, readonly: bool = False, rebuild: bool = True, *,
+                 shown_path: Path | None = None, shared_memory_readonly: bool = False) -> None:
+        """readonly: `mode=ro`; the owner's tools open through camrec/store/index_copy.py, which
+        passes `shown_path` (the store's index, named in messages instead of a private copy) and
+        `shared_memory_readonly` (never write a live recorder's -shm)."""
         self.path = path
+        self.shown_path = shown_path or path
         self.readonly = readonly
+        self._shm_readonly = shared_memory_readonly
         self.rebuilt: object | None = None  # the RebuildResult, when opening had to rebuild
         self._lock = threading.Lock()
         self._ident: tuple[int, int] | None = None
@@ -158,22 +164,22 @@ class ClipIndex:
             self._connect()
 
     def _open_readonly(self) -> None:
-        path = self.path
-        problem = _file_problem(path)
+        path, shown = self.path, self.shown_path
+        problem = file_problem(path)
         if problem is not None:
             raise IndexDamaged(problem, hint=REBUILD_HINT)
         if not path.exists():
-            raise StorageError(f"no clip index at {path}", hint="has `camrec run` recorded anything yet?")
+            raise StorageError(f"no clip index at {shown}", hint="has `camrec run` recorded anything yet?")
         if not os.access(path, os.R_OK):
-            raise permission_error("the clip index", path)
+            raise permission_error("the clip index", shown)
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=ro" + ("&readonly_shm=1" if self._shm_readonly else "")
         try:
-            self._db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True,
-                                       check_same_thread=False)
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise _index_error(path, exc) from None
+            raise _index_error(shown, exc) from None
 
     def _rebuild_reason(self) -> str | None:
-        problem = _file_problem(self.path)
+        problem = file_problem(self.path)
         if problem is not None:
             return problem
         try:
@@ -295,7 +301,7 @@ class ClipIndex:
                 with self._db:
                     yield self._db
             except sqlite3.Error as exc:
-                raise _index_error(self.path, exc) from None
+                raise _index_error(self.shown_path, exc) from None
 
     def _write(self, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
         """One write statement. On a full disk it is retried once after a checkpoint that restarts
