@@ -346,8 +346,9 @@ class TlsFiles(_Frozen):
 def _tls(value: Any) -> Any:
     if value is None or value == "auto":
         return None
-    if isinstance(value, str):
-        raise _fail(f"expected auto or {{cert: PATH, key: PATH}}, got {value!r}",
+    if not isinstance(value, Mapping | BaseModel):
+        got = repr(value) if isinstance(value, str) else kind_of(value)
+        raise _fail(f"expected auto or {{cert: PATH, key: PATH}}, got {got}",
                     hint="tls: auto (a self-signed certificate), or tls: {cert: /path/cert.pem, key: /path/key.pem}")
     return value
 
@@ -380,6 +381,19 @@ class WebConfig(_Frozen):
             raise _fail("at least one listen address is needed", hint="or switch the web app off: enabled: false")
         return value
 
+    @field_validator("plain_http")
+    @classmethod
+    def _loopback_only(cls, value: bool, info: ValidationInfo) -> bool:
+        # Plain HTTP lets anyone on the path rewrite the page that receives the owner's key, and
+        # browsers withhold WebCrypto from it anyway: loopback only (an SSH tunnel, a local proxy).
+        exposed = [a for a in info.data.get("listen", ()) if not loopback_host(parse_listen(a)[0])]
+        if value and exposed:
+            raise _fail(
+                f"plain_http is allowed only on loopback addresses, not on {exposed[0]!r}",
+                hint="listen on 127.0.0.1:PORT or [::1]:PORT for plain HTTP, or remove plain_http to use HTTPS",
+            )
+        return value
+
     @field_validator("state_dir")
     @classmethod
     def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
@@ -394,15 +408,6 @@ class WebConfig(_Frozen):
         if self.session_idle > self.session_lifetime:
             raise _fail(f"session_idle ({format_duration(self.session_idle)}) must not be longer than "
                         f"session_lifetime ({format_duration(self.session_lifetime)})")
-        if self.plain_http:
-            # Plain HTTP lets anyone on the path rewrite the page that receives the owner's key, and
-            # browsers withhold WebCrypto from it anyway: loopback only (an SSH tunnel, a local proxy).
-            exposed = [a for a in self.listen if not loopback_host(parse_listen(a)[0])]
-            if exposed:
-                raise _fail(
-                    f"plain_http is allowed only on loopback addresses, not on {exposed[0]!r}",
-                    hint="listen on 127.0.0.1:PORT or [::1]:PORT for plain HTTP, or remove plain_http to use HTTPS",
-                )
         return self
 
 
