@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import html.parser
 import itertools
+import json
 import logging
 import os
 import re
@@ -19,6 +20,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from camrec.config.models import WebConfig
 from camrec.errors import ConfigError
@@ -514,3 +517,36 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(WebServerError, match="cannot listen"):
             server.start()
         assert server.thread is None  # nothing left running
+
+
+# --- a property: whatever the body, /api/login answers a JSON 4xx (or 200), never a 500 ----------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=12)
+
+
+def login_bodies() -> st.SearchStrategy[bytes]:
+    shaped = st.fixed_dictionaries({}, optional={"username": json_values | st.text(max_size=80),
+                                                 "password": json_values | st.text(max_size=80)})
+    return st.one_of(
+        shaped.map(lambda d: json.dumps(d).encode()),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=200),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=login_bodies(), content_type=st.sampled_from(["application/json", "application/json; charset=utf-8",
+                                                          "text/plain", ""]))
+def test_login_answers_every_body_with_json_never_a_500(web_harness: WebHarness, body: bytes,
+                                                        content_type: str) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    a = web_harness.request("POST", "/api/login", body, headers=headers)
+    assert a.status in (200, 400, 401, 415, 429), (a.status, a.body)
+    payload = a.json()
+    assert isinstance(payload, dict)
+    assert ("csrf" in payload) if a.status == 200 else (set(payload) == {"error"})
+    check_security_headers(a, "no-store")
