@@ -118,6 +118,7 @@ def test_sessions_end_after_their_lifetime_however_busy(harness: WebHarness) -> 
 def test_logout_ends_the_session(harness: WebHarness) -> None:
     sid, csrf = harness.login()
     assert harness.request("POST", "/api/logout", session=sid, csrf=csrf).status == 200
+    assert harness.audited[-1]["event"] == "web-logout" and harness.audited[-1]["user"] == "alice"
     assert harness.request("GET", "/api/session", session=sid).status == 401
     assert harness.ctx.sessions is not None and harness.ctx.sessions.count() == 0
 
@@ -172,3 +173,14 @@ def test_a_damaged_sessions_file_logs_everyone_out_without_failing(harness: WebH
     harness.start()
     assert harness.request("GET", "/api/session", session=sid).status == 401
     harness.login()  # and new logins work
+
+
+def test_an_unreadable_users_file_is_a_503_not_a_500(harness: WebHarness, tmp_path: Path) -> None:
+    sid, _ = harness.login()
+    users = harness.state_dir / "users.json"
+    (tmp_path / "elsewhere.json").write_bytes(users.read_bytes())
+    users.unlink()
+    users.symlink_to(tmp_path / "elsewhere.json")  # never read through a link
+    for a in (harness.request("GET", "/api/session", session=sid),
+              harness.request("POST", "/api/login", {"username": "alice", "password": PASSWORD})):
+        assert a.status == 503 and "users file" in a.json()["error"]

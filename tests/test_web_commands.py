@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from camrec.crypto.keys import X25519Identity
 from tests.support.camera import free_port
 from tests.support.daemon import Daemon
@@ -91,6 +93,18 @@ def test_user_command_errors_and_exit_codes(tmp_path: Path) -> None:
         assert out.returncode == code, (args, out.stderr)
         assert message in out.stderr, (args, out.stderr)
     assert camrec("user", "list", "-c", config).stdout == "alice\n"  # nothing else changed
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the storage to another user")
+def test_user_commands_refuse_a_state_directory_of_another_user(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path))
+    os.chown(tmp_path / "storage", 4321, 4321)  # the recorder's user, say
+    out = camrec("user", "add", "-c", config, "alice", "--password-file", password_file(tmp_path))
+    assert out.returncode == 2 and "belongs to user 4321, not to you" in out.stderr
+    assert "sudo -u 4321" in out.stderr
+    assert not (tmp_path / "storage" / ".web").exists()
+    cert = camrec("web", "cert", "-c", config)
+    assert cert.returncode == 2 and not (tmp_path / "storage" / ".web").exists()
 
 
 def run_on_terminal(args: list[str], answers: list[str]) -> tuple[int, str]:

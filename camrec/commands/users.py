@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -68,12 +70,32 @@ def read_password(args: argparse.Namespace) -> str:
     return first
 
 
+def refuse_other_owner(state_dir: Path, storage: Path) -> None:
+    """The web state belongs to the user the recorder runs as: files made by root (or anyone else)
+    would be unreadable to it, and the web app would not start. Refused before anything is made."""
+    for path in (state_dir, storage):
+        try:
+            owner = os.stat(path).st_uid
+        except OSError:
+            continue
+        if owner != os.geteuid():
+            try:
+                name = pwd.getpwuid(owner).pw_name
+            except KeyError:
+                name = str(owner)
+            raise UsageError(f"{path} belongs to user {name}, not to you: the recorder could not read what "
+                             "this command writes", hint=f"run it as that user: sudo -u {name} camrec …")
+        return
+
+
 def cmd_user(args: argparse.Namespace) -> int:
     from camrec.web.accounts import Accounts, check_name, check_password
     from camrec.web.context import state_dir_for
 
     config = load_config(args.config, secrets=False)
     state_dir = state_dir_for(config.web, config.storage.path)
+    if args.user_command != "list":
+        refuse_other_owner(state_dir, config.storage.path)
     accounts = Accounts(state_dir)
     action = args.user_command
     if action == "list":

@@ -31,7 +31,12 @@ def cmd_cert(args: argparse.Namespace) -> int:
     settings = config.web
     if settings.plain_http:
         print("note: web.plain_http is set: the web app serves plain HTTP (loopback only), without this certificate")
-    files = certificate_files(settings, state_dir_for(settings, config.storage.path))
+    state_dir = state_dir_for(settings, config.storage.path)
+    if settings.tls is None and not (state_dir / "cert.pem").exists():
+        from camrec.commands.users import refuse_other_owner
+
+        refuse_other_owner(state_dir, config.storage.path)  # it would make the key
+    files = certificate_files(settings, state_dir)
     cert = load_certificate(files.cert)
     print(f"certificate: {files.cert}{' (self-signed)' if files.self_signed else ''}")
     print(f"SHA-256 fingerprint: {fingerprint(cert)}")

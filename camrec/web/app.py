@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import hdrs, web
 
 from camrec.config.models import loopback_host
+from camrec.errors import StorageError
 from camrec.web import api
 from camrec.web.context import WebContext, state_dir_for
 from camrec.web.sessions import SESSIONS_NAME, Session, SessionStore
@@ -139,6 +140,11 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     return await handler(request)
 
 
+def users_unreadable(exc: StorageError) -> web.Response:
+    log.error("web: %s", exc.message)
+    return json_error(503, "the web users file cannot be read; see the recorder's log")
+
+
 def route_key(request: web.Request) -> tuple[str, str | None]:
     resource = request.match_info.route.resource
     return request.method, resource.canonical if resource is not None else None
@@ -166,8 +172,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     else:
         assert ctx.sessions is not None
         accounts = ctx.accounts
-        session = await asyncio.get_running_loop().run_in_executor(
-            None, ctx.sessions.lookup, request.cookies.get(SESSION_COOKIE), accounts.epoch)
+        try:
+            session = await asyncio.get_running_loop().run_in_executor(
+                None, ctx.sessions.lookup, request.cookies.get(SESSION_COOKIE), accounts.epoch)
+        except StorageError as exc:
+            return users_unreadable(exc)
         if session is None:
             return unauthorized(request)
         request["user"] = session.user
@@ -231,7 +240,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         # Not checked and not audited: a locked-out guesser learns nothing and can't flood the log.
         return json_error(429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)})
     accounts = ctx.accounts
-    epoch = await asyncio.get_running_loop().run_in_executor(None, accounts.verify, username, password)
+    try:
+        epoch = await asyncio.get_running_loop().run_in_executor(None, accounts.verify, username, password)
+    except StorageError as exc:
+        return users_unreadable(exc)
     if epoch is None:
         ctx.throttle.failed(address, username)
         log.warning("web: failed login for %r from %s", username[:64], address)
@@ -260,6 +272,10 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if ctx.sessions is not None and ctx.accounts is not None:
         ctx.sessions.end(request.cookies.get(SESSION_COOKIE))
         log.info("web: %s logged out", request["user"])
+        try:
+            await audit(request, "web-logout")
+        except Exception as exc:  # the session is over either way
+            log.error("web: cannot write the audit log: %s", getattr(exc, "message", exc))
     response = web.json_response({"ok": True})
     response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Lax")
     return response
