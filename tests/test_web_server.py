@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from camrec.config.models import WebConfig
@@ -62,12 +62,21 @@ def web_harness(tmp_path: Path) -> Iterator[WebHarness]:
 # --- route enumeration ------------------------------------------------------------------------
 
 
-def sample_paths(resource: web.AbstractResource) -> list[str]:
+def sample_paths(resource: web.AbstractResource) -> Iterator[str]:
     """Concrete URLs for a route, every {placeholder} filled with one of a few sample values."""
     canonical = resource.canonical
     if isinstance(resource, web.StaticResource):
-        return [f"{canonical}/app.js"]
-    return [re.sub(r"\{[^}]*\}", value, canonical) for value in ("x1", "1", "front", "a/b")]
+        yield f"{canonical}/app.js"
+        return
+    for value in ("x1", "1", "front", "a/b"):
+        yield re.sub(r"\{[^}]*\}", value, canonical)
+    pattern = resource.get_info().get("pattern")
+    if isinstance(pattern, re.Pattern):
+        # Whatever a later route's parameters must look like (say 64 hex digits): the simplest path
+        # its own regex accepts, made of characters a URL carries as they are.
+        safe = re.compile(r"[A-Za-z0-9/_.~-]+")
+        yield find(st.from_regex(pattern, fullmatch=True),
+                   lambda p: bool(safe.fullmatch(p)) and "//" not in p and p.startswith("/"))
 
 
 def built_routes(app: web.Application) -> list[tuple[str, str, tuple[str, str | None]]]:
@@ -84,9 +93,10 @@ def built_routes(app: web.Application) -> list[tuple[str, str, tuple[str, str | 
         assert resource is not None
         methods = ["GET", "HEAD", "POST", "PUT", "DELETE"] if route.method == "*" else [route.method]
         for method in methods:
-            paths = [p for p in sample_paths(resource) if asyncio.run(resolve(method, p)).resource is resource]
-            assert paths, f"no sample path reaches {method} {resource.canonical}"
-            out.append((method, paths[0], (method, resource.canonical)))
+            path = next((p for p in sample_paths(resource) if asyncio.run(resolve(method, p)).resource is resource),
+                        None)
+            assert path is not None, f"no sample path reaches {method} {resource.canonical}"
+            out.append((method, path, (method, resource.canonical)))
     return out
 
 
@@ -103,6 +113,7 @@ def extra_routes(app: web.Application, ctx: WebContext) -> None:
     app.router.add_get("/later-page/{tail:.*}", ok)
     app.router.add_route("*", "/api/anything", ok)
     app.router.add_get("/ws/later", ok)
+    app.router.add_get("/api/clips/{digest:[0-9a-f]{64}}/{kind:(video|thumbnail)}", ok)
 
 
 def test_every_route_needs_a_session_now_and_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -107,8 +108,9 @@ class WebServer:
             server = site._server  # the bound sockets tell the real port when 0 was asked for
             sockets = getattr(server, "sockets", None) or []
             for sock in sockets:
-                bound = sock.getsockname()
-                urls.append(_format_url(scheme, host or bound[0], bound[1]))
+                # Every interface: the name a phone on the LAN would use (it is in the certificate).
+                shown = host or f"{socket.gethostname().split('.')[0]}.local"
+                urls.append(_format_url(scheme, shown, sock.getsockname()[1]))
         return list(dict.fromkeys(urls))
 
     async def _stop(self) -> None:
