@@ -241,6 +241,21 @@ def test_repeated_failures_lock_out_with_backoff_then_let_the_owner_in(web_harne
     assert h.request("POST", "/api/login", {"username": "alice", "password": "nope nope nope"}).status == 401
 
 
+def test_a_burst_of_parallel_guesses_does_not_slip_past_the_throttle(web_harness: WebHarness) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def guess(n: int) -> int:
+        return web_harness.request("POST", "/api/login", {"username": "alice", "password": f"guess {n:04d}!"}).status
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(guess, range(40)))
+    # 5 free failures, the 6th locks the address (the clock stands still), and every later one is a
+    # 429; at most the checks already running in the other login slots finish as well.
+    failures = statuses.count(401)
+    assert 6 <= failures <= 5 + web_app.CONCURRENT_LOGINS, statuses
+    assert statuses.count(429) == 40 - failures, statuses
+
+
 def test_the_user_limit_stops_guessing_from_many_addresses(tmp_path: Path) -> None:
     from camrec.web.throttle import LoginThrottle
     from tests.support.web_server import FakeClock

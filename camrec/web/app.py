@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CONTEXT = web.AppKey("camrec_context", WebContext)
 LOCAL_CSRF = web.AppKey("camrec_local_csrf", str)
+LOGIN_SLOTS = web.AppKey("camrec_login_slots", asyncio.Semaphore)
+CONCURRENT_LOGINS = 2
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SESSION_COOKIE = "camrec_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -235,17 +237,21 @@ async def login(request: web.Request) -> web.StreamResponse:
         return json_error(400, 'expected {"username": "…", "password": "…"}')
     username, password = body["username"][:128], body["password"]
     address = client_address(request)
-    wait = ctx.throttle.retry_after(address, username)
-    if wait:
-        # Not checked and not audited: a locked-out guesser learns nothing and can't flood the log.
-        return json_error(429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)})
     accounts = ctx.accounts
-    try:
-        epoch = await asyncio.get_running_loop().run_in_executor(None, accounts.verify, username, password)
-    except StorageError as exc:
-        return users_unreadable(exc)
+    # argon2id takes 64 MiB and tens of milliseconds per check: a burst of parallel logins must not
+    # exhaust a Pi's memory, and must not slip past the throttle before the first failure counts.
+    async with request.app[LOGIN_SLOTS]:
+        wait = ctx.throttle.retry_after(address, username)
+        if wait:
+            # Not checked and not audited: a locked-out guesser learns nothing and can't flood the log.
+            return json_error(429, f"too many failed logins; try again in {wait} s", {"Retry-After": str(wait)})
+        try:
+            epoch = await asyncio.get_running_loop().run_in_executor(None, accounts.verify, username, password)
+        except StorageError as exc:
+            return users_unreadable(exc)
+        if epoch is None:
+            ctx.throttle.failed(address, username)
     if epoch is None:
-        ctx.throttle.failed(address, username)
         log.warning("web: failed login for %r from %s", username[:64], address)
         try:
             await audit(request, "web-login-failed", user=username[:64])
@@ -317,6 +323,7 @@ def make_app(ctx: WebContext, *, static_dir: Path | None = None) -> web.Applicat
                           client_max_size=BODY_LIMIT)
     app[CONTEXT] = ctx
     app[LOCAL_CSRF] = secrets.token_urlsafe(32)
+    app[LOGIN_SLOTS] = asyncio.Semaphore(CONCURRENT_LOGINS)
     app.on_response_prepare.append(set_security_headers)
     app.router.add_post("/api/login", login)
     app.router.add_post("/api/logout", logout)
