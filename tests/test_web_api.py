@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from camrec.cli import main
+from camrec.config.models import WebConfig
 from camrec.crypto.keys import identity_file_text
 from camrec.store import layout
 from camrec.store.lock import RecorderLock
@@ -62,7 +63,7 @@ def make_ctx(root: Path, audit: list[dict] | Callable[[dict], None] | None = Non
              status: Callable[[], dict] | None = None, read_only: bool = True) -> WebContext:
     sink = audit.append if isinstance(audit, list) else audit or (lambda entry: None)
     return WebContext(store_root=root, read_only_store=read_only, accounts=None, status=status, audit=sink,
-                      settings=None)
+                      settings=WebConfig())
 
 
 def serve(ctx: WebContext, body: Callable[[str], Awaitable[Any]]) -> Any:
@@ -214,7 +215,7 @@ def test_fetched_bytes_are_the_files_and_age_decrypts_them(store):
             assert out.stdout.startswith(b"\xff\xd8\xff")
         else:
             assert len(out.stdout) == 300_000
-    assert [(e["event"], e["file"], e["file_kind"], e["user"], e["client"]) for e in audit] == [
+    assert [(e["event"], e["files"][0], e["file_kind"], e["user"], e["client"]) for e in audit] == [
         ("web-fetch", row.path, "video", "tester", "127.0.0.1"),
         ("web-fetch", row.thumb, "thumbnail", "tester", "127.0.0.1"),
         ("web-fetch", row.meta, "details", "tester", "127.0.0.1")]
@@ -254,7 +255,7 @@ def test_single_ranges_and_the_range_policy(store):
     assert got["if_range_ok"][0] == 206 and got["if_range_ok"][2] == data[:10]
     assert got["if_range_stale"][0] == 200 and got["if_range_stale"][2] == data
     # Many requests for one file by one user from one address within a minute: one audit entry.
-    assert [e["file"] for e in audit] == [row.path]
+    assert [e["files"][0] for e in audit] == [row.path]
 
 
 def test_a_recording_clip_is_served_as_far_as_it_is_written(store):

@@ -1,4 +1,8 @@
-"""`camrec web …`: the owner's web app outside the recorder.
+"""`camrec web …`: the owner's web app (docs/web.md).
+
+`camrec web cert -c CONFIG` prints the HTTPS certificate's SHA-256 fingerprint (making the
+self-signed certificate now if the recorder has not yet), so the owner can check the browser's
+warning against it.
 
 `camrec web serve --store DIR` serves a copied or pulled store (an rsync backup, the disk taken out
 after a break-in) read-only, on loopback only, with no cameras, no config and no accounts: it
@@ -18,16 +22,40 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from camrec.commands.common import add_config, load_config
 from camrec.errors import StorageError, UsageError
 
-ORDER = 80
+ORDER = 65
 DEFAULT_PORT = 8080
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("web", help="the owner's web app outside the recorder (serve a copied store)")
-    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=type(s))
+    w = sub.add_parser("web", help="the owner's web app: certificate fingerprint, serve a copied store")
+    actions = w.add_subparsers(dest="web_command", required=True, metavar="ACTION", parser_class=type(w))
+    s = actions.add_parser("cert", help="print the HTTPS certificate's SHA-256 fingerprint (made if absent)")
+    add_config(s)
+    s.set_defaults(func=cmd_cert)
     add_serve(actions)
+
+
+def cmd_cert(args: argparse.Namespace) -> int:
+    from camrec.web.context import state_dir_for
+    from camrec.web.tls import certificate_files, fingerprint, load_certificate
+
+    config = load_config(args.config, secrets=False)
+    settings = config.web
+    if settings.plain_http:
+        print("note: web.plain_http is set: the web app serves plain HTTP (loopback only), without this certificate")
+    state_dir = state_dir_for(settings, config.storage.path)
+    if settings.tls is None and not (state_dir / "cert.pem").exists():
+        from camrec.commands.users import refuse_other_owner
+
+        refuse_other_owner(state_dir, config.storage.path)  # it would make the key
+    files = certificate_files(settings, state_dir)
+    cert = load_certificate(files.cert)
+    print(f"certificate: {files.cert}{' (self-signed)' if files.self_signed else ''}")
+    print(f"SHA-256 fingerprint: {fingerprint(cert)}")
+    return 0
 
 
 def add_serve(actions: argparse._SubParsersAction) -> None:
@@ -70,9 +98,9 @@ def _audit_sink(root: Path) -> Any:
 
     def write(entry: dict[str, Any]) -> None:
         # The per-user log only (log_path): a served store is never written, not even its audit log.
-        extra = {k: v for k, v in entry.items() if k not in ("event", "file", "user")}
+        extra = {k: v for k, v in entry.items() if k not in ("event", "files", "user")}
         extra["web_user"] = entry.get("user")
-        audit.record("web-fetch", files=[entry["file"]], recipients=[], storage_root=root,
+        audit.record("web-fetch", files=list(entry["files"]), recipients=[], storage_root=root,
                      log_path=audit.state_log_path(), command="camrec web serve", extra=extra)
     return write
 
@@ -80,11 +108,12 @@ def _audit_sink(root: Path) -> Any:
 async def _serve(root: Path, host: str, port: int, open_browser: bool) -> int:
     from aiohttp import web
 
+    from camrec.config.models import WebConfig
     from camrec.web.app import make_app
     from camrec.web.context import WebContext
 
     ctx = WebContext(store_root=root, read_only_store=True, accounts=None, status=None,
-                     audit=_audit_sink(root), settings=None)
+                     audit=_audit_sink(root), settings=WebConfig())
     runner = web.AppRunner(make_app(ctx), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -7,6 +7,7 @@ the models can be validated anywhere, a test or a future web form included.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,7 +35,7 @@ from camrec.errors import ConfigError, IdentityError
 from camrec.redact import redact, redact_url, register_url_credentials
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
-__all__ = ["CameraConfig", "Config", "MotionSettings", "Polygon", "StorageConfig"]
+__all__ = ["CameraConfig", "Config", "MotionSettings", "Polygon", "StorageConfig", "TlsFiles", "WebConfig"]
 
 CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # Config files are a few kilobytes; anything bigger is the wrong file (a clip, a log).
@@ -277,6 +278,139 @@ class StorageConfig(_Frozen):
         return value
 
 
+# --- the web app (issue 11) -----------------------------------------------------------------
+
+WEB_PORT = 8443
+_LISTEN_HELP = "write host:port, e.g. ':8443' (all interfaces), '192.168.1.5:8443' or '[::1]:8443'"
+
+
+def _listen(value: Any) -> str:
+    """One listen address, "host:port"; an empty host means every interface. Returned as written."""
+    if not isinstance(value, str):
+        raise _fail(f"expected a host:port string, got {kind_of(value)}", hint=_LISTEN_HELP)
+    text = value.strip()
+    try:
+        parse_listen(text)
+    except ValueError as exc:
+        raise _fail(str(exc), hint=_LISTEN_HELP) from None
+    return text
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """"host:port" → (host, port); ("", port) for every interface. IPv6 hosts go in brackets."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"listen address {text!r} has no port")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"listen address {text!r}: port {port} is out of range")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            raise ValueError(f"listen address {text!r}: unbalanced brackets")
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"listen address {text!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError(f"listen address {text!r}: put an IPv6 address in brackets, e.g. [::1]:{port}")
+    elif host and not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", host):
+        raise ValueError(f"listen address {text!r}: {host!r} is not a host name or address")
+    return host, port
+
+
+def loopback_host(host: str) -> bool:
+    """True for a host that only this machine can reach: 127.0.0.0/8, ::1 or localhost."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TlsFiles(_Frozen):
+    """The owner's own certificate (PEM, may hold the chain) and its private key (PEM)."""
+
+    cert: Path
+    key: Path
+
+    @field_validator("cert", "key")
+    @classmethod
+    def _resolve(cls, value: Path, info: ValidationInfo) -> Path:
+        value = value.expanduser()
+        base = (info.context or {}).get("base_dir")
+        return Path(base) / value if not value.is_absolute() and base is not None else value
+
+
+def _tls(value: Any) -> Any:
+    if value is None or value == "auto":
+        return None
+    if not isinstance(value, Mapping | BaseModel):
+        got = repr(value) if isinstance(value, str) else kind_of(value)
+        raise _fail(f"expected auto or {{cert: PATH, key: PATH}}, got {got}",
+                    hint="tls: auto (a self-signed certificate), or tls: {cert: /path/cert.pem, key: /path/key.pem}")
+    return value
+
+
+class WebConfig(_Frozen):
+    """The owner's web app (docs/web.md). It starts only once a web user exists."""
+
+    enabled: bool = True
+    listen: tuple[Annotated[str, BeforeValidator(_listen)], ...] = (f":{WEB_PORT}",)
+    # None is `tls: auto` (a self-signed certificate made on first start); else the owner's files.
+    tls: Annotated[TlsFiles | None, BeforeValidator(_tls)] = None
+    plain_http: bool = False
+    session_idle: Annotated[float, BeforeValidator(_seconds(60, 30 * 86400))] = 12 * 3600.0
+    session_lifetime: Annotated[float, BeforeValidator(_seconds(3600, 366 * 86400))] = 30 * 86400.0
+    # None: <storage.path>/.web (see camrec.web.context.state_dir_for and docs/web.md).
+    state_dir: Path | None = None
+
+    @field_validator("enabled", "plain_http", mode="before")
+    @classmethod
+    def _strict_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise _fail(f"expected true or false, got {kind_of(value)}")
+        return value
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen_list(cls, value: Any) -> Any:
+        value = (value,) if isinstance(value, str) else value
+        if isinstance(value, list | tuple) and not value:
+            raise _fail("at least one listen address is needed", hint="or switch the web app off: enabled: false")
+        return value
+
+    @field_validator("plain_http")
+    @classmethod
+    def _loopback_only(cls, value: bool, info: ValidationInfo) -> bool:
+        # Plain HTTP lets anyone on the path rewrite the page that receives the owner's key, and
+        # browsers withhold WebCrypto from it anyway: loopback only (an SSH tunnel, a local proxy).
+        exposed = [a for a in info.data.get("listen", ()) if not loopback_host(parse_listen(a)[0])]
+        if value and exposed:
+            raise _fail(
+                f"plain_http is allowed only on loopback addresses, not on {exposed[0]!r}",
+                hint="listen on 127.0.0.1:PORT or [::1]:PORT for plain HTTP, or remove plain_http to use HTTPS",
+            )
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _resolve(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        base = (info.context or {}).get("base_dir")
+        return Path(base) / value if not value.is_absolute() and base is not None else value
+
+    @model_validator(mode="after")
+    def _checks(self) -> WebConfig:
+        if self.session_idle > self.session_lifetime:
+            raise _fail(f"session_idle ({format_duration(self.session_idle)}) must not be longer than "
+                        f"session_lifetime ({format_duration(self.session_lifetime)})")
+        return self
+
+
 def _camera_name(name: str) -> str:
     if not CAMERA_NAME.fullmatch(name):
         raise _fail(
@@ -320,6 +454,7 @@ class Config(_Frozen):
     storage: StorageConfig
     cameras: dict[Annotated[str, AfterValidator(_camera_name)], CameraConfig]
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web: WebConfig = WebConfig()
     # Set by load_config (never from YAML): the absolute path of the file this came from.
     source_path: Path | None = None
 
@@ -364,7 +499,8 @@ def _model_at(loc: KeyPath) -> type[BaseModel] | None:
         return MotionSettings
     if len(loc) == 2 and loc[0] == "cameras":
         return CameraConfig
-    top: dict[KeyPath, type[BaseModel]] = {(): Config, ("storage",): StorageConfig}
+    top: dict[KeyPath, type[BaseModel]] = {(): Config, ("storage",): StorageConfig, ("web",): WebConfig,
+                                           ("web", "tls"): TlsFiles}
     return top.get(loc)
 
 

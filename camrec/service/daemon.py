@@ -29,6 +29,7 @@ from camrec.service import sdnotify
 from camrec.sources import Clock, Source, SystemClock, make_source
 from camrec.sources.capture import Capture
 from camrec.sources.hub import PacketHub
+from camrec.store.audit_log import StoreAuditLog
 from camrec.store.lock import RecorderLock
 from camrec.store.writer import Store
 
@@ -227,6 +228,8 @@ class Daemon:
         self.started_at = time.time()
         self.ready_sent = False
         self.started = False  # the pipelines' threads
+        self.web: Any = None  # camrec.web.server.WebServer while the web app runs
+        self.audit_log: StoreAuditLog | None = None
 
     def open_store(self) -> Store:
         """Opens the store (retention first when the disk is too full for the index, see Store);
@@ -272,13 +275,32 @@ class Daemon:
                 self.store.check_mount()
             except StorageError:
                 return  # the storage disk is gone: don't write into whatever is at its path now
+        publish_status(self.status_file, self.status_document(state))
+
+    def status_document(self, state: str = "running") -> dict[str, Any]:
+        """What `camrec status` and the web app's camera list show (plain data, nothing secret)."""
         now = time.monotonic()
-        doc = {"pid": os.getpid(), "state": state, "time": time.time(), "started_at": self.started_at,
-               "storage": str(self.storage_root), "storage_error": self.storage_error,
-               # seconds the wall clock is ahead of camrec's own clock, when suspect (docs/storage.md)
-               "clock_suspect": None if self.store is None else self.store.manifest.camtime.last_suspect,
-               "cameras": {p.name: p.status(now) for p in self.pipelines}}
-        publish_status(self.status_file, doc)
+        return {"pid": os.getpid(), "state": state, "time": time.time(), "started_at": self.started_at,
+                "storage": str(self.storage_root), "storage_error": self.storage_error,
+                # seconds the wall clock is ahead of camrec's own clock, when suspect (docs/storage.md)
+                "clock_suspect": None if self.store is None else self.store.manifest.camtime.last_suspect,
+                "cameras": {p.name: p.status(now) for p in self.pipelines}}
+
+    def start_web(self, store: Store) -> None:
+        """The owner's web app, once recording runs; it never stops recording (camrec.web.server.launch
+        logs why it did not start). Imported here: nothing in the recording path imports camrec.web."""
+        from camrec.web.server import launch
+
+        settings = getattr(self.config, "web", None)
+        if settings is None or not settings.enabled:
+            return
+        audit_log = self.audit_log = StoreAuditLog(store.root)
+
+        def audit(entry: dict[str, Any]) -> None:
+            audit_log.append(entry)
+
+        self.web = launch(settings, store.root, status=self.status_document, audit=audit,
+                          config_path=self.config.source_path)
 
     def recover(self, store: Store) -> dict[str, int]:
         # A long first retention run (months of clips) must not trip systemd's start timeout.
@@ -347,6 +369,7 @@ class Daemon:
             sdnotify.ready(f"recording {len(self.pipelines)} camera(s)")
             self.ready_sent = True
             log.info("recording %d camera(s) into %s", len(self.pipelines), store.root)
+            self.start_web(store)
             self._supervise(store, watchdog, deadline)
         finally:
             self.shutdown()
@@ -396,6 +419,9 @@ class Daemon:
     def shutdown(self) -> None:
         sdnotify.stopping()
         self.stop_event.set()
+        if self.web is not None:  # first: no new fetch while clips close
+            self.web.stop()
+            self.web = None
         # All cameras close their clips in parallel: the stop must fit in systemd's TimeoutStopSec.
         pipelines = self.pipelines if self.started else []
         for p in pipelines:
@@ -404,6 +430,8 @@ class Daemon:
         for p in pipelines:
             p.join(deadline)
         self.write_status("stopped")
+        if self.audit_log is not None:
+            self.audit_log.close()
         if self.store is not None:
             self.store.close()
         self.lock.release()

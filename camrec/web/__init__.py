@@ -1,8 +1,8 @@
-"""The owner's web app (issue 11): an aiohttp server that hands out age ciphertext and plaintext
-index metadata, never plaintext footage; the owner's browser decrypts.
+"""The owner's web app (issue 11, docs/web.md): an aiohttp server on its own asyncio loop thread,
+its accounts, sessions, login throttling and TLS certificate, the JSON API and the static pages.
 
-Layer "web" (docs/design.md §1.1): may import the foundation (camrec.errors, redact, printable,
-timeparse, clock) and the packages camrec.config, camrec.store and camrec.sources; never
-camrec.service, camrec.owner, camrec.record, camrec.motion or camrec.commands. What needs those
-(the audit log writer, the daemon's status) is handed in through `context.WebContext`.
+The server hands out ciphertext and plaintext index metadata only: it never decrypts and never sees
+an identity. It may import the foundation modules (camrec.errors, redact, printable, timeparse,
+clock) and the packages camrec.config, camrec.store and camrec.sources; never camrec.service,
+owner, record, motion or commands. camrec.service.daemon starts it inside `camrec run`.
 """

@@ -255,8 +255,9 @@ class _Api:
             now = time.monotonic()
             if key in self._audited and now - self._audited[key] < AUDIT_WINDOW:
                 return
-            entry = {"event": "web-fetch", "file": rel, "file_kind": kind, "user": user, "client": client,
-                     "time": time.time(), "range": span, "bytes": count, "size": size}
+            # "files" as in every audit entry (camrec audit lists them); the chain adds the time.
+            entry = {"event": "web-fetch", "files": [rel], "file_kind": kind, "user": user, "client": client,
+                     "range": span, "bytes": count, "size": size}
             try:
                 await asyncio.to_thread(self.ctx.audit, entry)
             except Exception as exc:
