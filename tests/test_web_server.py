@@ -113,7 +113,7 @@ def extra_routes(app: web.Application, ctx: WebContext) -> None:
     app.router.add_get("/later-page/{tail:.*}", ok)
     app.router.add_route("*", "/api/anything", ok)
     app.router.add_get("/ws/later", ok)
-    app.router.add_get("/api/clips/{digest:[0-9a-f]{64}}/{kind:(video|thumbnail)}", ok)
+    app.router.add_get("/api/later-clips/{digest:[0-9a-f]{64}}/{kind:(video|thumbnail)}", ok)
 
 
 def test_every_route_needs_a_session_now_and_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
