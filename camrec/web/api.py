@@ -187,7 +187,9 @@ class _Api:
         try:
             # Clips overlapping the instant the id names, then exactly its path (a row whose times
             # disagree with its name is not found: the index was altered).
-            candidates = index.query(camera=event.camera, since=event.start, until=event.start)
+            # The name keeps the start to the millisecond, cut (layout.clip_stem): the row's own
+            # start lies within the millisecond after it.
+            candidates = index.query(camera=event.camera, since=event.start, until=event.start + 0.001)
         finally:
             index.close()
         matches = [r for r in candidates if r.path == event.video and r.state != "garbage"]
