@@ -28,9 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="the status document as JSON on stdout")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("demo", help="record a synthetic camera for ~20 s with a throw-away key, then export")
+    s = sub.add_parser("demo", help="record a synthetic camera for ~20 s with a throw-away key, then export; "
+                                   "the web app runs meanwhile on 127.0.0.1")
     s.add_argument("--dir", metavar="DIR", help="where to put the demo (default: a new directory under /tmp)")
     s.add_argument("--duration", default="20s", metavar="SPAN", help="how long to record (default 20s)")
+    s.add_argument("--serve", action="store_true",
+                   help="keep the web app serving the demo's clips after the recording, until Ctrl-C")
+    s.add_argument("--port", type=int, default=0, metavar="PORT",
+                   help="the web app's port on 127.0.0.1 (default: a free one)")
     s.set_defaults(func=cmd_demo)
 
 
