@@ -176,9 +176,11 @@ def test_cameras_in_serve_mode_and_from_the_daemons_status(store):
     offline = serve(make_ctx(root), body)
     assert offline == [
         {"name": "cam", "state": "offline", "latest_event": stem(store["rows"][2].path),
-         "latest_start": offline[0]["latest_start"], "has_thumbnail": True},
+         "latest_start": offline[0]["latest_start"], "has_thumbnail": True,
+         "thumbnail_event": stem(store["rows"][2].path)},
         {"name": "yard", "state": "offline", "latest_event": stem(store["rows"][3].path),
-         "latest_start": offline[1]["latest_start"], "has_thumbnail": True}]
+         "latest_start": offline[1]["latest_start"], "has_thumbnail": True,
+         "thumbnail_event": stem(store["rows"][3].path)}]
 
     doc = {"storage_error": None, "cameras": {
         "cam": {"state": "connected", "recording": False},
@@ -219,6 +221,24 @@ def test_fetched_bytes_are_the_files_and_age_decrypts_them(store):
         ("web-fetch", row.path, "video", "tester", "127.0.0.1"),
         ("web-fetch", row.thumb, "thumbnail", "tester", "127.0.0.1"),
         ("web-fetch", row.meta, "details", "tester", "127.0.0.1")]
+
+
+def test_a_clip_whose_start_has_sub_millisecond_digits_is_found(tmp_path):
+    """A recorder's clips start at any float time; the id (the file name) keeps whole
+    milliseconds. The lookup must find the row anyway (every live recording has such starts)."""
+    _, st_, manifest, _ = make_store(tmp_path, n=0)
+    row = write_clip(st_, T0 + 0.3418221, 50_000)
+    manifest.close()
+    st_.close()
+
+    async def body(base):
+        return {kind: await get(base, f"/api/clips/{stem(row.path)}/{kind}") for kind in api.FILE_KINDS}
+
+    got = serve(make_ctx(st_.root), body)
+    assert stem(row.path).endswith(".341Z")
+    for kind, rel in (("video", row.path), ("thumbnail", row.thumb), ("details", row.meta)):
+        status, _, data = got[kind]
+        assert status == 200 and data == (st_.root / rel).read_bytes(), (kind, status)
 
 
 def test_single_ranges_and_the_range_policy(store):

@@ -147,26 +147,33 @@ class _Api:
         if not isinstance(doc.get("cameras"), dict):
             # `web serve --store` (or no status yet): the cameras the index knows, in one pass.
             latest: dict[str, ClipRow] = {}
+            pictured: dict[str, ClipRow] = {}
             for row in index_rows.query(self.reader):
                 latest[row.camera] = row  # oldest first: the last one wins
+                if row.thumb:
+                    pictured[row.camera] = row
             if self.ctx.status is None and not index_rows.recorder_running(self.ctx.store_root):
                 state = "offline"  # a copy, or a disk no recorder holds
             else:
                 state = "unknown"
-            return [self._camera(name, state, latest[name]) for name in sorted(latest)]
+            return [self._camera(name, state, latest[name], pictured.get(name)) for name in sorted(latest)]
         out = []
         for name, cam in sorted(doc["cameras"].items()):
             recent = index_rows.query(self.reader, camera=name, since=time.time() - 86400)
             recent = recent or index_rows.query(self.reader, camera=name)
             status = cam if isinstance(cam, dict) else {}
-            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None))
+            pictured = next((r for r in reversed(recent) if r.thumb), None)
+            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None, pictured))
         return out
 
     @staticmethod
-    def _camera(name: str, state: str, row: ClipRow | None) -> dict[str, Any]:
+    def _camera(name: str, state: str, row: ClipRow | None, pictured: ClipRow | None) -> dict[str, Any]:
+        # The event being recorded has no thumbnail yet (it is written when the clip closes): the
+        # camera's picture is the newest event that has one.
         return {"name": name, "state": state, "latest_event": event_id_of(row.path) if row else None,
                 "latest_start": clip_json(row)["start"] if row else None,
-                "has_thumbnail": bool(row and row.thumb)}
+                "has_thumbnail": bool(row and row.thumb),
+                "thumbnail_event": event_id_of(pictured.path) if pictured else None}
 
     # --- /api/clips/{id}/video|thumbnail|details ----------------------------------------------
 
@@ -185,9 +192,10 @@ class _Api:
         """The clip file's descriptor, reached from the store root without following links."""
         index = self.reader.open()
         try:
-            # Clips overlapping the instant the id names, then exactly its path (a row whose times
+            # Clips overlapping the millisecond the id names (names truncate the start to whole
+            # milliseconds; the row keeps the exact time), then exactly its path (a row whose times
             # disagree with its name is not found: the index was altered).
-            candidates = index.query(camera=event.camera, since=event.start, until=event.start)
+            candidates = index.query(camera=event.camera, since=event.start, until=event.start + 0.001)
         finally:
             index.close()
         matches = [r for r in candidates if r.path == event.video and r.state != "garbage"]
