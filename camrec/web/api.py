@@ -162,8 +162,8 @@ class _Api:
             recent = index_rows.query(self.reader, camera=name, since=time.time() - 86400)
             recent = recent or index_rows.query(self.reader, camera=name)
             status = cam if isinstance(cam, dict) else {}
-            pictured = next((r for r in reversed(recent) if r.thumb), None)
-            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None, pictured))
+            with_thumb = next((r for r in reversed(recent) if r.thumb), None)
+            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None, with_thumb))
         return out
 
     @staticmethod
