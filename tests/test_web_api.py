@@ -136,6 +136,32 @@ def test_events_have_the_fields_of_list_json_plus_id(store, capsys):
     assert [e["start"] for e in events] == sorted(e["start"] for e in events)
 
 
+def test_one_event_by_id_is_the_lists_entry_and_bad_ids_get_404(store, caplog):
+    root, rows = store["root"], store["rows"]
+    s = stem(rows[1].path)
+    bad = [b"/api/events/cam-20991121T000000.000Z",  # well formed, not in the index
+           b"/api/events/cam-20251321T000000.000Z",  # month 13
+           b"/api/events/" + s.encode() + b"%0A",
+           b"/api/events/..%2F..%2Findex.sqlite3",
+           b"/api/events/%2e%2e%2f" + s.encode(),
+           b"/api/events/" + s.encode() + b".mp4.age",
+           b"/api/events/" + b"a" * 5000,
+           b"/api/events/cam%2F2025-11-21%2F" + s.encode()]
+
+    async def body(base):
+        listed = json.loads((await get(base, "/api/events"))[2])
+        one = [await get(base, f"/api/events/{stem(r.path)}") for r in rows]
+        return listed, one, [await raw(base, t) for t in bad]
+
+    listed, one, answers = serve(make_ctx(root), body)
+    for entry, (status, headers, data) in zip(listed, one, strict=True):
+        assert status == 200 and headers["Cache-Control"] == "no-store"
+        assert json.loads(data) == entry
+    for target, (status, headers, data) in zip(bad, answers, strict=True):
+        assert "no such event" in assert_json_error(status, headers, data, 404)["error"], target
+    assert sum("no such event" in r.getMessage() for r in caplog.records) >= len(bad)  # each one is logged
+
+
 def test_events_filters_limit_and_the_clis_messages(store, capsys):
     root = store["root"]
     assert main(["list", "--store", str(root), "--since", "soonish"]) == 2

@@ -424,7 +424,13 @@ def test_timeline_player_frame_matches_export(browser: Browser, recording: Recor
 def test_crash_cut_clip_plays_its_prefix(browser: Browser, recording: Recording) -> None:
     cut = recording.cut
     assert cut["state"] == "partial"
-    page = _logged_in_page(browser, f"/event/{_event_id(recording, cut)}?camera=front&day={_day(cut)}")
+    # A bare event link (a bookmark): the page finds the event by id, then its day for prev/next.
+    page = _logged_in_page(browser, f"/event/{_event_id(recording, cut)}")
+    page.wait_for_selector("#event-flag")
+    if _day(recording.pq) == _day(cut) == _day(recording.complete):  # (not across midnight)
+        prev, after = (page.locator(s).get_attribute("href") or "" for s in ("#prev-event", "#next-event"))
+        assert prev.startswith(f"/event/{_event_id(recording, recording.pq)}?"), prev
+        assert after.startswith(f"/event/{_event_id(recording, recording.complete)}?"), after
     _load_key_file(page, recording.key_file)
     page.click("#play")
     page.wait_for_selector("[data-decrypted='1']")

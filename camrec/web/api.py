@@ -50,6 +50,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
     api = _Api(ctx)
     app.router.add_get("/api/cameras", _guarded(api.cameras))
     app.router.add_get("/api/events", _guarded(api.events))
+    app.router.add_get("/api/events/{id}", _guarded(api.event))
     for kind in FILE_KINDS:
         app.router.add_get(f"/api/clips/{{id}}/{kind}", api.clip_file(kind))
     # Unknown /api/ paths and methods get JSON like every other API answer (aiohttp's own are text).
@@ -127,6 +128,11 @@ class _Api:
             headers["X-Camrec-Omitted"] = str(len(found) - query.limit)
         return web.json_response(body, headers=headers)
 
+    async def event(self, request: web.Request) -> web.StreamResponse:
+        """One event by id (a bookmarked event page needs no day's list to find it)."""
+        row = await asyncio.to_thread(self._find, parse_event_id(request.match_info["id"]))
+        return web.json_response(self._event(row), headers=_NO_STORE)
+
     @staticmethod
     def _event(row: ClipRow) -> dict[str, Any]:
         return {**clip_json(row), "id": event_id_of(row.path), "has_thumbnail": row.thumb is not None,
@@ -188,8 +194,8 @@ class _Api:
                 os.close(opened.fd)
         return handler
 
-    def _open(self, event: EventId, kind: str) -> _Opened:
-        """The clip file's descriptor, reached from the store root without following links."""
+    def _find(self, event: EventId) -> ClipRow:
+        """The index row the id names, or 404."""
         index = self.reader.open()
         try:
             # Clips overlapping the millisecond the id names (names truncate the start to whole
@@ -202,7 +208,11 @@ class _Api:
         good = index_rows.usable(matches, self.ctx.store_root)
         if not good:
             raise ApiError(404, "no such event")
-        row = good[0]
+        return good[0]
+
+    def _open(self, event: EventId, kind: str) -> _Opened:
+        """The clip file's descriptor, reached from the store root without following links."""
+        row = self._find(event)
         rel = {"video": row.path, "thumbnail": row.thumb, "details": row.meta}[kind]
         if rel is None:
             raise ApiError(404, f"this event has no {kind}")
