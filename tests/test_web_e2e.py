@@ -50,7 +50,7 @@ USER, PASSWORD = "owner", "correct horse battery 42"
 PASSPHRASE = "e2e passphrase for the protected key"
 FPS = 15
 
-playwright_sync = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed"),
@@ -107,10 +107,10 @@ class Recording:
         self.cut: dict[str, Any] = {}
         self.pq: dict[str, Any] = {}
 
-    def wait_log(self, text: str, timeout: float = 30) -> None:
+    def wait_log(self, text: str, timeout: float = 30, count: int = 1) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.daemon.log.read_text(errors="replace"):
+            if self.daemon.log.read_text(errors="replace").count(text) >= count:
                 return
             time.sleep(0.1)
         raise AssertionError(f"no {text!r} in the log:\n{self.daemon.log.read_text()}")
@@ -127,7 +127,7 @@ class Recording:
         first, second = rows[0], rows[1]
         d.stop(signal.SIGKILL)  # a power cut while event 2 is written
         d.start()
-        self.wait_log(f"web: serving {self.base_url}/", timeout=30)  # (the first start's line is there too)
+        self.wait_log(f"web: serving {self.base_url}/", count=2)  # the second start's line
         rows = d.wait_for(lambda rows: len(rows) >= 3 and any(r["id"] == second["id"] and r["state"] == "partial"
                                                               for r in rows)
                           and rows[2]["state"] == "complete", 60, "the partial clip and the restart's first clip")
@@ -157,9 +157,6 @@ class Recording:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-
-    def events(self) -> list[dict[str, Any]]:
-        return json.loads(camrec("list", "-c", str(self.daemon.config), "--json").stdout)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +211,7 @@ def _day(row: dict[str, Any]) -> str:
     return datetime.fromtimestamp(row["start"]).astimezone().strftime("%Y-%m-%d")
 
 
-def _event_id(recording: Recording, row: dict[str, Any]) -> str:
+def _event_id(row: dict[str, Any]) -> str:
     """The API's id of an index row: its video file's name without the suffix (docs/web-api.md)."""
     from camrec.store import layout
 
@@ -235,7 +232,8 @@ def test_routes_need_a_session_on_the_live_server(recording: Recording) -> None:
                                          type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
                                               {"redirect_request": lambda *a, **k: None})())
     for path, want in [("/api/cameras", 401), ("/api/events", 401), ("/api/session", 401),
-                       ("/api/clips/x/video", 401), ("/", 302), ("/camera/front", 302), ("/event/1", 302)]:
+                       ("/api/clips/x/video", 401), ("/api/events/x", 401), ("/", 302), ("/camera/front", 302),
+                       ("/event/1", 302)]:
         with pytest.raises(urllib.error.HTTPError) as err:
             opener.open(recording.base_url + path, timeout=10)
         assert err.value.code in ((want,) if want == 401 else (302, 303)), (path, err.value.code)
@@ -303,7 +301,7 @@ def test_timeline_player_frame_matches_export(browser: Browser, recording: Recor
     assert "cut short" in cut_text, cut_text
     page.screenshot(path=str(shots / "timeline.png"), full_page=True)
 
-    ev = _event_id(recording, first)
+    ev = _event_id(first)
     page.click(f"[data-event='{ev}']")
     page.wait_for_selector("#event-thumbnail")
     page.click("#play")
@@ -345,12 +343,12 @@ def test_crash_cut_clip_plays_its_prefix(browser: Browser, recording: Recording)
     cut = recording.cut
     assert cut["state"] == "partial"
     # A bare event link (a bookmark): the page finds the event by id, then its day for prev/next.
-    page = _logged_in_page(browser, f"/event/{_event_id(recording, cut)}")
+    page = _logged_in_page(browser, f"/event/{_event_id(cut)}")
     page.wait_for_selector("#event-flag")
     if _day(recording.pq) == _day(cut) == _day(recording.complete):  # (not across midnight)
         prev, after = (page.locator(s).get_attribute("href") or "" for s in ("#prev-event", "#next-event"))
-        assert prev.startswith(f"/event/{_event_id(recording, recording.pq)}?"), prev
-        assert after.startswith(f"/event/{_event_id(recording, recording.complete)}?"), after
+        assert prev.startswith(f"/event/{_event_id(recording.pq)}?"), prev
+        assert after.startswith(f"/event/{_event_id(recording.complete)}?"), after
     load_key_file(page, recording.key_file)
     page.click("#play")
     page.wait_for_selector("[data-decrypted='1']")
@@ -363,7 +361,7 @@ def test_crash_cut_clip_plays_its_prefix(browser: Browser, recording: Recording)
 
 def test_wrong_passphrase_protected_and_post_quantum_identities(browser: Browser, recording: Recording) -> None:
     pq = recording.pq
-    page = _logged_in_page(browser, f"/event/{_event_id(recording, pq)}?camera=front&day={_day(pq)}")
+    page = _logged_in_page(browser, f"/event/{_event_id(pq)}?camera=front&day={_day(pq)}")
     load_key_file(page, recording.stranger_file)
     wait_text(page, "#player-message", "does not open this clip")  # a clear message, nothing plays
     assert page.evaluate("document.getElementById('player').currentTime") == 0
@@ -382,7 +380,7 @@ def test_wrong_passphrase_protected_and_post_quantum_identities(browser: Browser
     page.wait_for_function("() => document.getElementById('player').currentTime > 1.0")
 
     first = recording.complete
-    page.goto(browser.base + f"/event/{_event_id(recording, first)}?camera=front&day={_day(first)}")
+    page.goto(browser.base + f"/event/{_event_id(first)}?camera=front&day={_day(first)}")
     load_key_file(page, recording.protected_file, PASSPHRASE)
     page.click("#play")
     page.wait_for_function("() => document.getElementById('player').currentTime > 1.0")
