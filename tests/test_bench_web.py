@@ -21,12 +21,15 @@ pytestmark = [
 ]
 
 
-def test_bench_web_quick_measures_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["web-serve-store", "recorder-https"])
+def test_bench_web_quick_measures_everything(tmp_path: Path, tls: bool) -> None:
     pytest.importorskip("playwright.sync_api")
-    done = subprocess.run([sys.executable, "-m", "camrec", "bench", "web", "--quick", "--json", "--dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    args = ["--tls"] if tls else []
+    done = subprocess.run([sys.executable, "-m", "camrec", "bench", "web", "--quick", "--json", "--dir", str(tmp_path),
+                           *args], capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
+    assert ("TLS" in result["server"]) == tls
     assert result["page_load_ms"]["camera_list"] > 0 and result["page_load_ms"]["bare_static_file"] > 0
     assert result["decrypt"]["bytes"] == 1_000_000
     assert result["decrypt"]["browser_mb_per_s"] > 0 and result["decrypt"]["python_mb_per_s"] > 0

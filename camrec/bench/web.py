@@ -5,7 +5,9 @@ SQLite index): a long H.264 clip (default 5 minutes of 1080p: a short ffmpeg tes
 whose packets are repeated with shifted timestamps through the recorder's fMP4 muxer, so nothing
 is recorded live for 5 minutes), a short clip cut from the same packets, and a clip of --size
 random bytes. `camrec web serve --store` serves it on 127.0.0.1 as a child process (so its CPU
-time is its own, read from /proc), and chromium (Playwright, /usr/bin/chromium, headless, every
+time is its own, read from /proc) — or, with --tls, the recorder's own HTTPS server (as `camrec
+run` starts it: self-signed certificate, a user, a login), so the server CPU includes TLS — and
+chromium (Playwright, /usr/bin/chromium, headless, every
 other destination sent to a proxy that does not exist) measures, each against a baseline taken in
 the same run:
 
@@ -60,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--repeat", type=int, default=3, metavar="N", help="runs per measurement (median reported)")
     s.add_argument("--quick", action="store_true",
                    help="tiny sizes (1MB, a 6 s 320x180 clip, one run): checks that the benchmark works")
+    s.add_argument("--tls", action="store_true",
+                   help="serve with the recorder's own HTTPS server (self-signed certificate, a login) instead of "
+                        "`camrec web serve --store`'s plain HTTP: the server CPU then includes TLS")
     s.add_argument("--chromium", default=CHROMIUM, metavar="PATH", help=f"the browser (default {CHROMIUM})")
     s.add_argument("--dir", metavar="DIR", help="where to put the store (default: a temporary directory)")
     s.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
@@ -171,20 +176,57 @@ def build_store(work: Path, width: int, height: int, long_seconds: float, size: 
 # --- the server and the browser ------------------------------------------------------------------
 
 
-class _Server:
-    """`camrec web serve --store` as a child process on 127.0.0.1 (its CPU time is its own)."""
+USER, PASSWORD = "bench", "bench password of the web benchmark"
 
-    def __init__(self, root: Path, work: Path) -> None:
+
+def serve_tls(root: str, port: str) -> None:
+    """The child process of --tls: the recorder's web server (camrec/web/server.py, as `camrec run`
+    starts it: HTTPS with a self-signed certificate, accounts, sessions) on 127.0.0.1:PORT."""
+    import logging
+    import signal
+
+    from camrec.config.models import WebConfig
+    from camrec.web.server import build_server
+
+    logging.basicConfig(level=logging.WARNING)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})  # for sigwait below
+    settings = WebConfig(listen=(f"127.0.0.1:{port}",))
+    server = build_server(settings, Path(root), status=None, audit=lambda entry: None)
+    urls = server.start()
+    print(f"serving {urls[0]}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+class _Server:
+    """The web server as a child process on 127.0.0.1 (its CPU time is its own): `camrec web serve
+    --store`, or with `tls` the recorder's HTTPS server with a user."""
+
+    def __init__(self, root: Path, work: Path, tls: bool) -> None:
         env = dict(os.environ, CAMREC_AUDIT_LOG=str(work / "audit.jsonl"))  # the fetches' entries
-        self.proc = subprocess.Popen([sys.executable, "-m", "camrec", "web", "serve", "--store", str(root),
-                                      "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                     text=True)
+        self.tls = tls
+        if tls:
+            import socket
+
+            from camrec.web.accounts import Accounts
+
+            Accounts(root / ".web").add(USER, PASSWORD)
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            code = "import sys; from camrec.bench.web import serve_tls; serve_tls(*sys.argv[1:])"
+            self.proc = subprocess.Popen([sys.executable, "-c", code, str(root), str(port)], stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, env=env, text=True)
+        else:
+            self.proc = subprocess.Popen([sys.executable, "-m", "camrec", "web", "serve", "--store", str(root),
+                                          "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                         text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        m = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        m = re.search(r"(https?://127\.0\.0\.1:\d+)/", line)
         if not m:
             self.close()
-            raise UsageError(f"camrec web serve did not start: {line.strip()}")
+            raise UsageError(f"the web server did not start: {line.strip()}")
         self.url = m.group(1)
 
     def cpu_seconds(self) -> float:
@@ -212,7 +254,7 @@ def _day(row: Any) -> str:
 
 
 @contextlib.contextmanager
-def _browser(chromium: str, profile: Path) -> Iterator[Any]:
+def _browser(chromium: str, profile: Path, tls: bool) -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -223,12 +265,23 @@ def _browser(chromium: str, profile: Path) -> Iterator[Any]:
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(str(profile), executable_path=chromium, headless=True,
                                                        accept_downloads=True, args=CHROMIUM_ARGS,
+                                                       ignore_https_errors=tls,
                                                        viewport={"width": 1280, "height": 900})
         context.set_default_timeout(300_000)
         try:
             yield context
         finally:
             context.close()
+
+
+def _login(context: Any, base: str) -> None:
+    page = context.new_page()
+    page.goto(base + "/login")
+    page.fill("#login-user", USER)
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_selector("#camera-list")
+    page.close()
 
 
 def _load_key(page: Any, key: Path) -> None:
@@ -315,13 +368,15 @@ def _age_decrypt(src: Path, key: Path, work: Path) -> float | None:
 
 
 def run_bench(work: Path, *, width: int, height: int, long_seconds: float, size: int, repeat: int,
-              chromium: str, log: Callable[[str], None]) -> dict[str, Any]:
+              chromium: str, tls: bool, log: Callable[[str], None]) -> dict[str, Any]:
     built = build_store(work, width, height, long_seconds, size, log)
     rows, key, root = built["rows"], built["key"], built["root"]
-    server = _Server(root, work)
+    server = _Server(root, work, tls)
     try:
         log(f"serving the store at {server.url}; chromium: {chromium}")
-        with _browser(chromium, work / "profile") as context:
+        with _browser(chromium, work / "profile", tls) as context:
+            if tls:
+                _login(context, server.url)
             load = _page_load(context, server.url, repeat)
             log(f"page load: camera list {load['app_ms']:.0f} ms, bare file {load['bare_ms']:.0f} ms")
 
@@ -354,6 +409,7 @@ def run_bench(work: Path, *, width: int, height: int, long_seconds: float, size:
     stream_s = statistics.median(s for _, s in cpu)
     long_row = rows["long"]
     return {
+        "server": "recorder HTTPS (TLS)" if tls else "camrec web serve --store (plain HTTP)",
         "resolution": f"{width}x{height}",
         "repeat": repeat,
         "page_load_ms": {"camera_list": round(load["app_ms"], 1), "bare_static_file": round(load["bare_ms"], 1),
@@ -403,13 +459,13 @@ def cmd_bench_web(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="camrec-bench-web-", dir=args.dir) as tmp:
         result = run_bench(Path(tmp), width=width, height=height, long_seconds=seconds, size=size, repeat=repeat,
-                           chromium=args.chromium, log=log)
+                           chromium=args.chromium, tls=args.tls, log=log)
     if args.json:
         json.dump(result, sys.stdout, indent=1)
         sys.stdout.write("\n")
         return 0
     p, d, f, c = result["page_load_ms"], result["decrypt"], result["first_frame_ms"], result["server_cpu"]
-    print(f"web app on loopback, chromium, median of {repeat}")
+    print(f"web app on loopback, {result['server']}, chromium, median of {repeat}")
     print(f"page load (camera list)      {p['camera_list']:8.0f} ms   bare static file {p['bare_static_file']:.0f} ms "
           f"({p['ratio']:.1f}x)")
     age_part = f", age -d {d['age_mb_per_s']:.0f} MB/s ({d['browser_vs_age']:.2f}x)" if d["age_mb_per_s"] else ""
