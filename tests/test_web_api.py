@@ -136,6 +136,32 @@ def test_events_have_the_fields_of_list_json_plus_id(store, capsys):
     assert [e["start"] for e in events] == sorted(e["start"] for e in events)
 
 
+def test_one_event_by_id_is_the_lists_entry_and_bad_ids_get_404(store, caplog):
+    root, rows = store["root"], store["rows"]
+    s = stem(rows[1].path)
+    bad = [b"/api/events/cam-20991121T000000.000Z",  # well formed, not in the index
+           b"/api/events/cam-20251321T000000.000Z",  # month 13
+           b"/api/events/" + s.encode() + b"%0A",
+           b"/api/events/..%2F..%2Findex.sqlite3",
+           b"/api/events/%2e%2e%2f" + s.encode(),
+           b"/api/events/" + s.encode() + b".mp4.age",
+           b"/api/events/" + b"a" * 5000,
+           b"/api/events/cam%2F2025-11-21%2F" + s.encode()]
+
+    async def body(base):
+        listed = json.loads((await get(base, "/api/events"))[2])
+        one = [await get(base, f"/api/events/{stem(r.path)}") for r in rows]
+        return listed, one, [await raw(base, t) for t in bad]
+
+    listed, one, answers = serve(make_ctx(root), body)
+    for entry, (status, headers, data) in zip(listed, one, strict=True):
+        assert status == 200 and headers["Cache-Control"] == "no-store"
+        assert json.loads(data) == entry
+    for target, (status, headers, data) in zip(bad, answers, strict=True):
+        assert "no such event" in assert_json_error(status, headers, data, 404)["error"], target
+    assert sum("no such event" in r.getMessage() for r in caplog.records) >= len(bad)  # each one is logged
+
+
 def test_events_filters_limit_and_the_clis_messages(store, capsys):
     root = store["root"]
     assert main(["list", "--store", str(root), "--since", "soonish"]) == 2
@@ -176,9 +202,11 @@ def test_cameras_in_serve_mode_and_from_the_daemons_status(store):
     offline = serve(make_ctx(root), body)
     assert offline == [
         {"name": "cam", "state": "offline", "latest_event": stem(store["rows"][2].path),
-         "latest_start": offline[0]["latest_start"], "has_thumbnail": True},
+         "latest_start": offline[0]["latest_start"], "has_thumbnail": True,
+         "thumbnail_event": stem(store["rows"][2].path)},
         {"name": "yard", "state": "offline", "latest_event": stem(store["rows"][3].path),
-         "latest_start": offline[1]["latest_start"], "has_thumbnail": True}]
+         "latest_start": offline[1]["latest_start"], "has_thumbnail": True,
+         "thumbnail_event": stem(store["rows"][3].path)}]
 
     doc = {"storage_error": None, "cameras": {
         "cam": {"state": "connected", "recording": False},
@@ -219,6 +247,24 @@ def test_fetched_bytes_are_the_files_and_age_decrypts_them(store):
         ("web-fetch", row.path, "video", "tester", "127.0.0.1"),
         ("web-fetch", row.thumb, "thumbnail", "tester", "127.0.0.1"),
         ("web-fetch", row.meta, "details", "tester", "127.0.0.1")]
+
+
+def test_a_clip_whose_start_has_sub_millisecond_digits_is_found(tmp_path):
+    """A recorder's clips start at any float time; the id (the file name) keeps whole
+    milliseconds. The lookup must find the row anyway (every live recording has such starts)."""
+    _, st_, manifest, _ = make_store(tmp_path, n=0)
+    row = write_clip(st_, T0 + 0.3418221, 50_000)
+    manifest.close()
+    st_.close()
+
+    async def body(base):
+        return {kind: await get(base, f"/api/clips/{stem(row.path)}/{kind}") for kind in api.FILE_KINDS}
+
+    got = serve(make_ctx(st_.root), body)
+    assert stem(row.path).endswith(".341Z")
+    for kind, rel in (("video", row.path), ("thumbnail", row.thumb), ("details", row.meta)):
+        status, _, data = got[kind]
+        assert status == 200 and data == (st_.root / rel).read_bytes(), (kind, status)
 
 
 def test_single_ranges_and_the_range_policy(store):

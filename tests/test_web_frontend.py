@@ -30,10 +30,19 @@ import numpy as np
 import pytest
 
 from tests.support.media import ffmpeg_available, make_test_media
+from tests.support.web_browser import (
+    CHROMIUM,
+    Browser,
+    chromium,
+    load_key_file,
+    mad,
+    open_key_panel,
+    pixels,
+    wait_text,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "camrec" / "web" / "static"
-CHROMIUM = Path("/usr/bin/chromium")
 USER, PASSWORD = "owner", "correct horse 42"
 PASSPHRASE = "frontend-test passphrase 7"
 FPS = 15
@@ -337,42 +346,10 @@ def shots() -> Path:
     return folder
 
 
-class Browser:
-    def __init__(self, context: Any, base: str) -> None:
-        self.context = context
-        self.base = base
-        self.requests: list[dict[str, Any]] = []
-        self.console: list[str] = []
-        context.on("request", self._request)
-
-    def _request(self, request: Any) -> None:
-        self.requests.append({"url": request.url, "headers": request.all_headers(),
-                              "body": request.post_data_buffer or b""})
-
-    def page(self) -> Any:
-        page = self.context.new_page()
-        page.on("console", lambda m: self.console.append(m.text))
-        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
-        return page
-
-
 @pytest.fixture(scope="module")
 def browser(recorder: FakeRecorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    with playwright_sync.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            accept_downloads=True,
-            viewport={"width": 1100, "height": 800},
-            args=["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  # Anything that is not loopback goes to a proxy that does not exist, and fails.
-                  "--proxy-server=http://127.0.0.1:9", "--autoplay-policy=no-user-gesture-required"],
-        )  # fmt: skip
-        context.set_default_timeout(20_000)
-        yield Browser(context, recorder.url)
-        context.close()
+    with chromium(tmp_path_factory.mktemp("chromium-profile"), recorder.url) as b:
+        yield b
 
 
 def _logged_in_page(browser: Browser, path: str = "/") -> Any:
@@ -387,52 +364,8 @@ def _logged_in_page(browser: Browser, path: str = "/") -> Any:
     return page
 
 
-def _open_key_panel(page: Any) -> None:
-    if page.locator("#key-panel").is_hidden():
-        page.click("#key-button")
-
-
-def _wait_text(page: Any, selector: str, text: str) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.textContent || '').includes(t)",
-                           arg=[selector, text])
-
-
 def _wait_key(page: Any, what: str) -> None:
-    _wait_text(page, "#key-status", what)
-
-
-def _load_key_file(page: Any, path: Path, passphrase: str | None = None) -> None:
-    _open_key_panel(page)
-    page.set_input_files("#identity-file", str(path))
-    if passphrase is not None:
-        page.fill("#identity-passphrase", passphrase)
-        page.click("#identity-open")
-    _wait_key(page, path.name)
-
-
-def _canvas_rgb(page: Any, selector: str) -> np.ndarray:
-    """RGB pixels of what the <img> or <video> at `selector` shows, at its natural size."""
-    data = page.evaluate(
-        """(sel) => {
-            const m = document.querySelector(sel);
-            const w = m.videoWidth || m.naturalWidth, h = m.videoHeight || m.naturalHeight;
-            const c = document.createElement('canvas'); c.width = w; c.height = h;
-            const g = c.getContext('2d'); g.drawImage(m, 0, 0);
-            const px = g.getImageData(0, 0, w, h).data;
-            let s = '';
-            for (let i = 0; i < px.length; i += 0x8000) {
-                s += String.fromCharCode.apply(null, px.subarray(i, i + 0x8000));
-            }
-            return {w, h, b64: btoa(s)};
-        }""",
-        selector,
-    )
-    rgba = np.frombuffer(base64.b64decode(data["b64"]), np.uint8).reshape(data["h"], data["w"], 4)
-    return rgba[:, :, :3]
-
-
-def _mad(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
+    wait_text(page, "#key-status", what)
 
 
 def _wait_playing(page: Any, past: float) -> None:
@@ -483,19 +416,19 @@ def test_login_cameras_and_thumbnail(browser: Browser, site: Site, shots: Path) 
     assert "load your key" in page.inner_text("[data-camera=front]")
     assert "Camera offline" in page.inner_text("[data-camera=garage]")
 
-    _load_key_file(page, site.x25519_file)
+    load_key_file(page, site.x25519_file)
     page.wait_for_selector("[data-camera=front] img.thumbnail")
     page.wait_for_function("() => document.querySelector('[data-camera=front] img').naturalWidth > 0")
-    shown = _canvas_rgb(page, "[data-camera=front] img")
+    shown = pixels(page, "[data-camera=front] img")
     assert shown.shape == site.thumb_rgb.shape
-    assert _mad(shown, site.thumb_rgb) < 4  # the decrypted JPEG of that frame (quality 90)
+    assert mad(shown, site.thumb_rgb) < 4  # the decrypted JPEG of that frame (quality 90)
     page.screenshot(path=str(shots / "cameras.png"), full_page=True)
     page.close()
 
 
 def test_timeline_player_frame_and_download(browser: Browser, site: Site, shots: Path) -> None:
     page = _logged_in_page(browser, "/camera/front")
-    _open_key_panel(page)
+    open_key_panel(page)
     page.fill("#identity-paste", site.x25519_file.read_text())  # the identity file's text, pasted
     page.click("#identity-use")
     _wait_key(page, "pasted key")
@@ -537,12 +470,12 @@ def test_timeline_player_frame_and_download(browser: Browser, site: Site, shots:
     page.evaluate("""(t) => new Promise((ok) => { const v = document.getElementById('player'); v.pause();
         v.addEventListener('seeked', () => setTimeout(ok, 150), {once: true}); v.currentTime = t; })""",
                   (k + 0.5) / FPS)
-    shown = _canvas_rgb(page, "#player")
+    shown = pixels(page, "#player")
     assert abs(site.frames[k][0] - k / FPS) < 1e-3
     ref = site.frames[k][1]
     far = site.frames[k + 30][1]
-    assert _mad(shown, ref) < 3.0, _mad(shown, ref)
-    assert _mad(shown, far) > 2 * _mad(shown, ref)  # the bound tells frames apart
+    assert mad(shown, ref) < 3.0, mad(shown, ref)
+    assert mad(shown, far) > 2 * mad(shown, ref)  # the bound tells frames apart
 
     with page.expect_download() as dl:
         page.click("#download")
@@ -553,7 +486,7 @@ def test_timeline_player_frame_and_download(browser: Browser, site: Site, shots:
 
 def test_crash_cut_clip_plays_its_prefix(browser: Browser, site: Site) -> None:
     page = _logged_in_page(browser, f"/event/ev2?camera=front&day={site.day}")
-    _load_key_file(page, site.x25519_file)
+    load_key_file(page, site.x25519_file)
     page.click("#play")
     page.wait_for_selector("[data-decrypted='1']")
     assert "cut short (power loss or crash)" in page.inner_text("#player-message")
@@ -571,7 +504,7 @@ def test_crash_cut_clip_plays_its_prefix(browser: Browser, site: Site) -> None:
 
 def test_clip_cut_at_a_chunk_boundary_keeps_its_last_full_chunk(browser: Browser, site: Site) -> None:
     page = _logged_in_page(browser, f"/event/ev6?camera=front&day={site.ev6_day}")
-    _load_key_file(page, site.x25519_file)
+    load_key_file(page, site.x25519_file)
     with page.expect_download() as dl:
         page.click("#download")  # decrypts without playing
     got = Path(dl.value.path()).read_bytes()
@@ -584,18 +517,18 @@ def test_clip_cut_at_a_chunk_boundary_keeps_its_last_full_chunk(browser: Browser
 def test_protected_and_post_quantum_identities_and_wrong_key(browser: Browser, site: Site) -> None:
     page = _logged_in_page(browser, f"/event/ev3?camera=front&day={site.day}")
     page.set_input_files("#identity-file", str(site.protected_file))
-    _wait_text(page, "#identity-message", "passphrase")
+    wait_text(page, "#identity-message", "passphrase")
     page.fill("#identity-passphrase", "not the passphrase")
     page.click("#identity-open")
-    _wait_text(page, "#identity-message", "wrong passphrase")
-    _load_key_file(page, site.protected_file, PASSPHRASE)
+    wait_text(page, "#identity-message", "wrong passphrase")
+    load_key_file(page, site.protected_file, PASSPHRASE)
     # ev3 is encrypted to the post-quantum key only: this key does not open it.
-    _wait_text(page, "#player-message", "does not open this clip")
+    wait_text(page, "#player-message", "does not open this clip")
     page.click("#play")
-    _wait_text(page, "#player-message", "does not open this clip")
+    wait_text(page, "#player-message", "does not open this clip")
     assert page.evaluate("document.getElementById('player').currentTime") == 0
 
-    _load_key_file(page, site.pq_file)
+    load_key_file(page, site.pq_file)
     page.wait_for_selector("#event-thumbnail")
     page.click("#play")
     _wait_playing(page, 1.0)
@@ -604,8 +537,8 @@ def test_protected_and_post_quantum_identities_and_wrong_key(browser: Browser, s
 
 def test_missing_clip_and_expired_session(browser: Browser, site: Site, recorder: FakeRecorder) -> None:
     page = _logged_in_page(browser, f"/event/ev4?camera=front&day={site.day}")
-    _load_key_file(page, site.x25519_file)
-    _wait_text(page, "#player-message", "missing from the store")
+    load_key_file(page, site.x25519_file)
+    wait_text(page, "#player-message", "missing from the store")
     assert page.locator("#play").is_disabled()
 
     recorder.expire_sessions()
@@ -623,9 +556,9 @@ def test_missing_clip_and_expired_session(browser: Browser, site: Site, recorder
 
 def test_remember_on_device_keeps_a_non_extractable_key(browser: Browser, site: Site, recorder: FakeRecorder) -> None:
     page = _logged_in_page(browser, "/")
-    _open_key_panel(page)
+    open_key_panel(page)
     page.check("#identity-remember")
-    _load_key_file(page, site.x25519_file)
+    load_key_file(page, site.x25519_file)
     _wait_key(page, "remembered on this device")  # stored in IndexedDB
     page.reload()
     _wait_key(page, "owner.txt: 1 key — remembered on this device")
@@ -639,7 +572,7 @@ def test_remember_on_device_keeps_a_non_extractable_key(browser: Browser, site: 
     page.click("#identity-forget")
     page.reload()
     page.wait_for_selector("#key-status.warn")  # forgotten on this device too
-    _load_key_file(page, site.x25519_file)
+    load_key_file(page, site.x25519_file)
     sessions = len(recorder.sessions)
     page.click("#logout")  # a POST with the CSRF token; the page forgets the key
     page.wait_for_selector("#login-form")

@@ -50,6 +50,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
     api = _Api(ctx)
     app.router.add_get("/api/cameras", _guarded(api.cameras))
     app.router.add_get("/api/events", _guarded(api.events))
+    app.router.add_get("/api/events/{id}", _guarded(api.event))
     for kind in FILE_KINDS:
         app.router.add_get(f"/api/clips/{{id}}/{kind}", api.clip_file(kind))
     # Unknown /api/ paths and methods get JSON like every other API answer (aiohttp's own are text).
@@ -127,6 +128,11 @@ class _Api:
             headers["X-Camrec-Omitted"] = str(len(found) - query.limit)
         return web.json_response(body, headers=headers)
 
+    async def event(self, request: web.Request) -> web.StreamResponse:
+        """One event by id (a bookmarked event page needs no day's list to find it)."""
+        row = await asyncio.to_thread(self._find, parse_event_id(request.match_info["id"]))
+        return web.json_response(self._event(row), headers=_NO_STORE)
+
     @staticmethod
     def _event(row: ClipRow) -> dict[str, Any]:
         return {**clip_json(row), "id": event_id_of(row.path), "has_thumbnail": row.thumb is not None,
@@ -147,26 +153,33 @@ class _Api:
         if not isinstance(doc.get("cameras"), dict):
             # `web serve --store` (or no status yet): the cameras the index knows, in one pass.
             latest: dict[str, ClipRow] = {}
+            pictured: dict[str, ClipRow] = {}
             for row in index_rows.query(self.reader):
                 latest[row.camera] = row  # oldest first: the last one wins
+                if row.thumb:
+                    pictured[row.camera] = row
             if self.ctx.status is None and not index_rows.recorder_running(self.ctx.store_root):
                 state = "offline"  # a copy, or a disk no recorder holds
             else:
                 state = "unknown"
-            return [self._camera(name, state, latest[name]) for name in sorted(latest)]
+            return [self._camera(name, state, latest[name], pictured.get(name)) for name in sorted(latest)]
         out = []
         for name, cam in sorted(doc["cameras"].items()):
             recent = index_rows.query(self.reader, camera=name, since=time.time() - 86400)
             recent = recent or index_rows.query(self.reader, camera=name)
             status = cam if isinstance(cam, dict) else {}
-            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None))
+            with_thumb = next((r for r in reversed(recent) if r.thumb), None)
+            out.append(self._camera(name, camera_state(doc, status), recent[-1] if recent else None, with_thumb))
         return out
 
     @staticmethod
-    def _camera(name: str, state: str, row: ClipRow | None) -> dict[str, Any]:
+    def _camera(name: str, state: str, row: ClipRow | None, pictured: ClipRow | None) -> dict[str, Any]:
+        # The event being recorded has no thumbnail yet (it is written when the clip closes): the
+        # camera's picture is the newest event that has one.
         return {"name": name, "state": state, "latest_event": event_id_of(row.path) if row else None,
                 "latest_start": clip_json(row)["start"] if row else None,
-                "has_thumbnail": bool(row and row.thumb)}
+                "has_thumbnail": bool(row and row.thumb),
+                "thumbnail_event": event_id_of(pictured.path) if pictured else None}
 
     # --- /api/clips/{id}/video|thumbnail|details ----------------------------------------------
 
@@ -181,14 +194,13 @@ class _Api:
                 os.close(opened.fd)
         return handler
 
-    def _open(self, event: EventId, kind: str) -> _Opened:
-        """The clip file's descriptor, reached from the store root without following links."""
+    def _find(self, event: EventId) -> ClipRow:
+        """The index row the id names, or 404."""
         index = self.reader.open()
         try:
-            # Clips overlapping the instant the id names, then exactly its path (a row whose times
+            # Clips overlapping the millisecond the id names (names truncate the start to whole
+            # milliseconds; the row keeps the exact time), then exactly its path (a row whose times
             # disagree with its name is not found: the index was altered).
-            # The name keeps the start to the millisecond, cut (layout.clip_stem): the row's own
-            # start lies within the millisecond after it.
             candidates = index.query(camera=event.camera, since=event.start, until=event.start + 0.001)
         finally:
             index.close()
@@ -196,7 +208,11 @@ class _Api:
         good = index_rows.usable(matches, self.ctx.store_root)
         if not good:
             raise ApiError(404, "no such event")
-        row = good[0]
+        return good[0]
+
+    def _open(self, event: EventId, kind: str) -> _Opened:
+        """The clip file's descriptor, reached from the store root without following links."""
+        row = self._find(event)
         rel = {"video": row.path, "thumbnail": row.thumb, "details": row.meta}[kind]
         if rel is None:
             raise ApiError(404, f"this event has no {kind}")

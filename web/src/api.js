@@ -91,6 +91,9 @@ export function events({ camera, since, until } = {}) {
   return getJson(`/api/events${qs ? `?${qs}` : ""}`);
 }
 
+/** One event by id (the same fields as in the list). */
+export const event = (id) => getJson(`/api/events/${encodeURIComponent(id)}`);
+
 const clipUrl = (id, part) => `/api/clips/${encodeURIComponent(id)}/${part}`;
 
 /** The ciphertext of a clip part as a Response whose body can be streamed. */

@@ -33,13 +33,15 @@ function cameraCard(cam) {
   if (label === "offline") card.append(el("p", { class: "message warn", text: "Camera offline: recorded events are still here." }));
   if (label === "storage error") card.append(el("p", { class: "message error", text: "Storage error: the recorder cannot save clips." }));
   const latest = cam.latest_event;
+  // The event being recorded has no thumbnail until it closes: show the newest one that has.
+  const pictured = cam.thumbnail_event === undefined ? latest : cam.thumbnail_event;
   if (latest === null || latest === undefined) {
     figure.append(el("span", { class: "placeholder", text: "no events yet" }));
   } else if (!hasIdentity()) {
     figure.append(el("span", { class: "placeholder", text: "load your key to see the thumbnail" }));
   } else {
     figure.append(el("span", { class: "placeholder", text: "decrypting…" }));
-    thumbnailUrl(String(latest)).then(
+    thumbnailUrl(String(pictured ?? latest)).then(
       (url) => figure.replaceChildren(el("img", { src: url, alt: `latest event of ${name}`, class: "thumbnail" })),
       (e) => figure.replaceChildren(el("span", { class: "placeholder error", text: wrongIdentityMessage(e) || thumbError(e) })),
     );

@@ -26,6 +26,19 @@ function drawBoxes(canvas, boxes, width, height) {
 
 async function findEvent(id, params) {
   if (eventCache.has(id)) return eventCache.get(id);
+  if (!params.get("camera") || !/^\d{4}-\d{2}-\d{2}$/.test(params.get("day") || "")) {
+    // A bare /event/<id> (a bookmark, a shared link): the event itself, then its day's list below
+    // for previous / next, instead of listing every event in the store to find it.
+    let row;
+    try {
+      row = await api.event(id);
+    } catch (e) {
+      if (e && e.status === 404) return null;
+      throw e;
+    }
+    params.set("camera", row.camera);
+    params.set("day", localDay(new Date(row.start)));
+  }
   const camera = params.get("camera") || undefined;
   const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(params.get("day") || "");
   let range = {};
