@@ -570,6 +570,8 @@ def test_remember_on_device_keeps_a_non_extractable_key(browser: Browser, site: 
     assert stored == [[True, False, "X25519"]]
     page.click("#key-button")
     page.click("#identity-forget")
+    # The IndexedDB delete completes before the page says so; a reload before that would abort it.
+    page.wait_for_selector("#identity-message:has-text('The key was forgotten')")
     page.reload()
     page.wait_for_selector("#key-status.warn")  # forgotten on this device too
     load_key_file(page, site.x25519_file)
