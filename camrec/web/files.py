@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from camrec.errors import StorageError
+from camrec.store.layout import fsync_dir
 
 PRIVATE_MODE = 0o600
 DIR_MODE = 0o700
@@ -83,11 +84,7 @@ def write_private(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
         tmp = None
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
