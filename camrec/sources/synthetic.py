@@ -174,7 +174,7 @@ class SyntheticSource:
         self._t0 = self.clock.monotonic()
         self.info = StreamInfo(codec="h264", width=o["width"], height=o["height"],
                                time_base=Fraction(1, o["fps"]), fps=float(o["fps"]),
-                               extradata=bytes(enc.extradata) if o["headers"] == "extradata" else None,
+                               extradata=bytes(enc.extradata or b"") or None if o["headers"] == "extradata" else None,
                                generation=self.generation)
         return self.info
 

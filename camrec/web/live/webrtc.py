@@ -238,7 +238,7 @@ class HubVideoTrack(MediaStreamTrack):
     def info(self) -> StreamInfo | None:
         return self._info
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         while True:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -301,7 +301,7 @@ def _check_offer(offer_sdp: str) -> None:
     for media in parsed.media:
         if (media.kind == "video" and media.port != 0 and media.direction in (None, "sendrecv", "recvonly")
                 and any(c.mimeType.lower() == "video/h264" for c in media.rtp.codecs)):
-            if not media.ice.usernameFragment or not media.ice.password:
+            if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
                 raise OfferError("SDP offer without ICE credentials")
             if media.dtls is None or not media.dtls.fingerprints:
                 raise OfferError("SDP offer without a DTLS fingerprint")
@@ -334,8 +334,8 @@ class LivePeer:
         if self._answered or self._closing is not None:
             raise OfferError("this live session already has an offer")
         self._answered = True
-        _check_offer(offer_sdp)
         try:
+            _check_offer(offer_sdp)
             # The sending transceiver exists before the offer is applied, so aiortc gives it the
             # offer's first video section and negotiates only H.264 for it (its default is VP8 first).
             video = self._pc.addTransceiver(self.track, direction="sendonly")
