@@ -107,6 +107,18 @@ def test_injector(extradata: bytes | None, packet: bytes, keyframe: bool, expect
     assert injector.injected == injected
 
 
+@pytest.mark.parametrize(("packet", "expected"), [
+    (annexb(bytes([0x18, 1, 2]), SLICE), annexb(SLICE)),  # STAP-A type (24): RTP's, not H.264's
+    (annexb(bytes([0x1F, 1]), SLICE), annexb(SLICE)),  # 31: unspecified
+    (annexb(bytes([0x00, 1]), SLICE), annexb(SLICE)),  # 0: unspecified
+    (annexb(bytes([0xC1, 1]), SLICE), annexb(SLICE)),  # forbidden_zero_bit set
+])
+def test_injector_drops_units_that_rtp_would_misread(packet: bytes, expected: bytes) -> None:
+    assert h264.ParameterSetInjector(None).process(packet, False) == expected
+    with pytest.raises(ValueError, match="no valid NAL unit"):
+        h264.ParameterSetInjector(None).process(packet.replace(annexb(SLICE), b""), False)
+
+
 def test_injector_follows_in_band_parameter_sets() -> None:
     new_sps = SPS[:-1] + b"\x81"
     injector = h264.ParameterSetInjector(annexb(SPS, PPS))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from itertools import pairwise
 
@@ -187,6 +189,58 @@ def test_track_returns_annexb_packets_with_parameter_sets_and_ends_with_the_subs
     decoder = av.CodecContext.create("h264", "r")
     frames = [f for p in got for f in decoder.decode(av.Packet(bytes(p)))]
     assert frames and (frames[0].width, frames[0].height) == (320, 240)
+
+
+def test_track_survives_reconnects_gaps_and_garbage() -> None:
+    """A reconnect (new StreamInfo, pts from 0 again), a garbage packet and a hub Gap: the track skips
+    to the next keyframe, puts SPS/PPS in front of it, and its clock keeps going forward."""
+    hub = PacketHub("cam")
+    sub = hub.subscribe("viewer", max_items=6)
+    streams = []
+    for _ in range(2):  # two connections of an extradata-only camera, keyframes every 6 packets
+        source = SyntheticSource("synthetic:?size=320x240&realtime=0&gop=0.4&headers=extradata")
+        info = source.open()
+        packets = [source.read() for _ in range(20)]
+        source.close()
+        assert all(p is not None for p in packets)
+        streams.append((info, packets))
+    (info1, first), (_, second) = streams
+    garbage = replace(first[3], data=b"\x00\x00\x01\xff\xff", keyframe=False)  # type: ignore[type-var]  # NAL type 31
+
+    async def main() -> list[av.Packet]:
+        track = HubVideoTrack(sub)
+        got: list[av.Packet] = []
+
+        async def read() -> None:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    got.append(await track.recv())
+
+        reader = asyncio.create_task(read())
+        for batch in ([*first[:3], garbage], first[3:12], first[12:], second[:8]):  # the 2nd overflows the queue
+            if batch is second[:8]:
+                hub.end_stream("camera went away")
+            for packet in batch:
+                hub.publish(packet)  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+        sub.close()
+        await reader
+        return got
+
+    hub.start_stream(info1)
+    got = asyncio.run(main())
+    pts = [p.pts for p in got]
+    assert all(b > a for a, b in pairwise(pts))
+    nal_lists = [h264.split_annexb(bytes(p)) for p in got]
+    keyframes = [nals for nals in nal_lists if h264.NAL_IDR in {n[0] & 0x1F for n in nals}]
+    # Each batch is published without the reader running, so the 6-item queue overflows: first stream
+    # 0 and 6 (3..8 queued, 9..11 dropped), 12 after a Gap (18 dropped), second stream 0 (6 dropped).
+    assert len(keyframes) == 4
+    assert all([n[0] & 0x1F for n in nals[:2]] == [h264.NAL_SPS, h264.NAL_PPS] for nals in keyframes)
+    assert (sub.gaps, sub.dropped) == (2, 7)
+    decoder = av.CodecContext.create("h264", "r")
+    frames = [f for p in got for f in decoder.decode(av.Packet(bytes(p)))]
+    assert len(frames) >= len(got) - 2  # the decoder may hold the last frames back
 
 
 @pytest.mark.parametrize(("offer", "message"), [

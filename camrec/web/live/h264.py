@@ -205,9 +205,12 @@ class ParameterSetInjector:
 
     def process(self, data: bytes, keyframe: bool) -> bytes:
         """The packet in Annex B; raises ValueError when it holds no NAL unit or is malformed."""
-        nals = split_packet(data, self.length_size)
+        # NAL types 0 and 24-31 are unspecified in H.264, and RTP (RFC 6184) uses 24-29 for its own
+        # aggregation and fragmentation units: passed on, they would make the browser misparse
+        # the RTP payload. A set forbidden_zero_bit marks a corrupt unit. Such units are dropped.
+        nals = [n for n in split_packet(data, self.length_size) if 0 < n[0] & 0x1F < 24 and not n[0] & 0x80]
         if not nals:
-            raise ValueError(f"packet of {len(data)} bytes holds no NAL unit")
+            raise ValueError(f"packet of {len(data)} bytes holds no valid NAL unit")
         types = [n[0] & 0x1F for n in nals]
         for nal, kind in zip(nals, types, strict=True):
             if kind == NAL_SPS:
