@@ -191,6 +191,47 @@ def test_track_returns_annexb_packets_with_parameter_sets_and_ends_with_the_subs
     assert frames and (frames[0].width, frames[0].height) == (320, 240)
 
 
+def test_a_cached_backlog_is_paced_and_live_packets_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cached GOP goes out at BACKLOG_BYTES_PER_SECOND (unpaced, a 1080p GOP overflowed the
+    viewer's socket buffer); once the track is at the live edge nothing waits."""
+    from camrec.web.live import webrtc
+
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+    clock = [100.0]  # the track's monotonic clock: moves only when the track sleeps, or when told
+
+    async def recording_sleep(delay: float) -> None:
+        waits.append(delay)
+        clock[0] += delay
+        await real_sleep(0)
+
+    monkeypatch.setattr(webrtc.asyncio, "sleep", recording_sleep)
+    source = SyntheticSource("synthetic:?size=320x240&realtime=0&gop=10")
+    info = source.open()
+    packets = [source.read() for _ in range(31)]
+    source.close()
+    hub = PacketHub("cam")
+    hub.start_stream(info)
+    for packet in packets[:30]:  # two seconds of cached GOP, published at once
+        hub.publish(packet)  # type: ignore[arg-type]
+    sub = hub.subscribe("viewer")
+
+    async def main() -> None:
+        track = HubVideoTrack(sub, monotonic=lambda: clock[0])
+        sizes = [(await track.recv()).size for _ in range(30)]
+        # each backlog packet waits for the previous one's share of the link, so the waits add up to
+        # all but the last packet's bytes at the backlog rate
+        assert sum(waits) == pytest.approx(sum(sizes[:-1]) / webrtc.BACKLOG_BYTES_PER_SECOND)
+        waits.clear()
+        clock[0] += 10  # the live edge: the next packet is late rather than early
+        hub.publish(packets[30])  # type: ignore[arg-type]
+        await track.recv()
+        assert waits == []
+        sub.close()
+
+    asyncio.run(main())
+
+
 def test_track_survives_reconnects_gaps_and_garbage() -> None:
     """A reconnect (new StreamInfo, pts from 0 again), a garbage packet and a hub Gap: the track skips
     to the next keyframe, puts SPS/PPS in front of it, and its clock keeps going forward."""

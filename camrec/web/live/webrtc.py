@@ -22,6 +22,7 @@ import inspect
 import ipaddress
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ log = logging.getLogger(__name__)
 RTP_CLOCK = 90_000
 RTP_TIME_BASE = Fraction(1, RTP_CLOCK)
 MAX_OFFER_BYTES = 64 * 1024
+# A backlog (the cached GOP at join) goes out at this rate instead of all at once: unpaced, a
+# 1080p GOP (about 1 MB) overflowed the viewer's UDP receive buffer on loopback and its keyframe
+# was lost, so the "instant" first frame came one GOP late. Live packets are never delayed.
+BACKLOG_BYTES_PER_SECOND = 4_000_000
+# Receive buffer of each candidate socket, as aioice sets for its own: a keyframe arrives as a burst.
+UDP_RECEIVE_BUFFER = 256 * 1024
 # Media time that moves further than this between two packets (a camera clock reset, a reconnect
 # that kept its timestamps) starts a new segment of the output clock instead of a jump.
 MAX_STEP_SECONDS = 2.0
@@ -148,6 +155,9 @@ def _host_candidates_binder(conn: Connection, settings: IceSettings) -> Callable
             if bound is None:
                 continue
             transport, protocol = bound
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
             host, port = transport.get_extra_info("sockname")[:2]
             protocol.local_candidate = Candidate(
                 foundation=candidate_foundation("host", "udp", host), component=component, transport="udp",
@@ -196,6 +206,7 @@ class Timeline:
         self._origin: float | None = None  # media seconds at the segment's start
         self._anchor = 0  # output ticks that the segment's origin maps to
         self._prev_media = 0.0
+        self.behind = False  # the last packet was ahead of the wall clock: part of a backlog
 
     def restart(self) -> None:
         self._origin = None
@@ -208,6 +219,8 @@ class Timeline:
             self._anchor = wall if self._last is None else max(wall, self._last + 1)
         self._prev_media = media
         out = self._anchor + round((media - self._origin) * RTP_CLOCK)
+        # Ahead of the wall clock by more than a frame's worth of jitter: a backlog, being compressed.
+        self.behind = out - wall > RTP_CLOCK // 20
         if out > wall:
             self._anchor -= out - wall
             out = wall
@@ -230,6 +243,7 @@ class HubVideoTrack(MediaStreamTrack):
         self._info: StreamInfo | None = None
         self._injector: ParameterSetInjector | None = None
         self._need_key = True
+        self._pace_until = 0.0  # monotonic time before which the next backlog packet may not go
         self.packets = 0
         self.bytes = 0
         self.skipped = 0  # packets not sent: before the first keyframe, or malformed and until the next key
@@ -256,7 +270,16 @@ class HubVideoTrack(MediaStreamTrack):
             elif isinstance(item, MediaPacket):
                 packet = self._packet(item)
                 if packet is not None:
+                    await self._pace(packet.size)
                     return packet
+
+    async def _pace(self, size: int) -> None:
+        # Each packet books size/rate seconds of the link; only backlog packets wait for the booking.
+        now = self._monotonic()
+        if self._timeline.behind and self._pace_until > now:
+            await asyncio.sleep(self._pace_until - now)
+            now = self._pace_until
+        self._pace_until = max(now, self._pace_until) + size / BACKLOG_BYTES_PER_SECOND
 
     def _begin(self, info: StreamInfo) -> None:
         self._info = info
