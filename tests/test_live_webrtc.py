@@ -308,6 +308,32 @@ def test_bad_offers_are_refused_with_one_line(offer: str, message: str) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("kinds", [["audio", "video"], ["video", "video"]])
+def test_browser_like_offers_get_one_h264_sending_section_and_only_our_candidates(kinds: list[str]) -> None:
+    """Browsers offer audio and a data channel too, all bundled: every section's candidates are ours,
+    and the first video section sends H.264 only."""
+    async def main() -> str:
+        peer = LivePeer(PacketHub("cam").subscribe("viewer"), LOOPBACK)
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        for kind in kinds:
+            client.addTransceiver(kind, direction="recvonly")
+        client.createDataChannel("chat")
+        restrict_candidates(client, LOOPBACK)
+        await client.setLocalDescription(await client.createOffer())
+        answer = await peer.answer(client.localDescription.sdp)
+        await peer.close()
+        await client.close()
+        return answer
+
+    answer = asyncio.run(main())
+    media = SessionDescription.parse(answer).media
+    assert len(media) == len(kinds) + 1
+    assert {c.ip for m in media for c in m.ice_candidates} == {"127.0.0.1"}
+    sending = [m for m in media if m.direction == "sendonly"]
+    assert len(sending) == 1 and sending[0].kind == "video"
+    assert {c.mimeType for c in sending[0].rtp.codecs} - {"video/rtx"} == {"video/H264"}
+
+
 @pytest.mark.parametrize("camera", ["size=640x360&fps=15&gop=10&stamp=1&headers=extradata"], indirect=True)
 def test_viewer_gets_the_cached_keyframe_at_once_over_loopback_only(camera: Camera,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:

@@ -360,10 +360,11 @@ class LivePeer:
         try:
             _check_offer(offer_sdp)
             # The sending transceiver exists before the offer is applied, so aiortc gives it the
-            # offer's first video section and negotiates only H.264 for it (its default is VP8 first).
+            # offer's first video section and negotiates only H.264 for it (its default is VP8 first), with RTX
+            # for retransmissions the browser asks for by NACK.
             video = self._pc.addTransceiver(self.track, direction="sendonly")
             video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
-                                       if c.mimeType.lower() == "video/h264"])
+                                       if c.mimeType.lower() in ("video/h264", "video/rtx")])
             try:
                 await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             except Exception as exc:  # aiortc raises ValueError, KeyError, … for offers it dislikes
