@@ -64,10 +64,10 @@ def cmd_bench_webrtc(args: argparse.Namespace) -> int:
         print(f"  whole process (synthetic camera with x264's threads, viewers decoding): "
               f"{cpu['process_without_viewers_percent']:.1f} % without viewers, "
               f"{cpu['process_with_viewers_percent']:.1f} % with")
-        print(f"  first frame: {first['ms_after_offer']:.0f} ms after the offer, captured "
-              f"{first['age_at_join_ms']:.0f} ms before the join")
-        print(f"  capture to decode: median {lat['median']:.0f} ms, p95 {lat['p95']:.0f} ms "
-              f"({lat['frames']} frames)")
+        print(f"  first frame: {first['ms_after_offer']} ms after the offer (slowest viewer), captured "
+              f"{first['age_at_join_ms']} ms before the join; "
+              f"{first['viewers_without_a_frame_in_10s']} viewer(s) without a frame in 10 s")
+        print(f"  capture to decode: median {lat['median']} ms, p95 {lat['p95']} ms ({lat['frames']} frames)")
     return 0
 
 
@@ -194,7 +194,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             while viewer.first_frame_at is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.005)
             if viewer.first_frame_at is None:
-                raise RuntimeError("a viewer got no frame within 10 s")
+                # Reported, not fatal: several aiortc viewers decoding 1080p in this one process can
+                # fall behind, lose packets and (PLI being ignored in passthrough) wait for a keyframe.
+                continue
             first_after_offer.append((viewer.first_frame_at - started) * 1000)
             if viewer.first_stamp is not None:
                 ages.append((joined_ms - viewer.first_stamp) % MODULUS)
@@ -227,7 +229,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                        "camera_thread_delta_percent": pct(busy_cam - idle_cam),
                        "process_without_viewers_percent": pct(idle_proc),
                        "process_with_viewers_percent": pct(busy_proc)},
-        "first_frame": {"ms_after_offer": round(max(first_after_offer), 1),
+        "first_frame": {"ms_after_offer": round(max(first_after_offer), 1) if first_after_offer else None,
+                        "viewers_without_a_frame_in_10s": args.viewers - len(first_after_offer),
                         "age_at_join_ms": round(min(ages), 1) if ages else None},
         "latency_ms": {"frames": len(latencies),
                        "median": round(statistics.median(latencies), 1) if latencies else None,
