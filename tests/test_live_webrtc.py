@@ -30,6 +30,7 @@ from camrec.web.live.webrtc import (
     HubVideoTrack,
     IceSettings,
     LivePeer,
+    NoCandidatesError,
     OfferError,
     Timeline,
     check_private_hooks,
@@ -332,6 +333,26 @@ def test_browser_like_offers_get_one_h264_sending_section_and_only_our_candidate
     sending = [m for m in media if m.direction == "sendonly"]
     assert len(sending) == 1 and sending[0].kind == "video"
     assert {c.mimeType for c in sending[0].rtp.codecs} - {"video/rtx"} == {"video/H264"}
+
+
+def test_a_full_port_range_is_a_clear_server_error() -> None:
+    """The only port of the range is taken: no candidate can be bound, and the answer says so."""
+    async def main() -> None:
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client.addTransceiver("video", direction="recvonly")
+        restrict_candidates(client, LOOPBACK)
+        await client.setLocalDescription(await client.createOffer())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.1", 0))
+            port = taken.getsockname()[1]
+            hub = PacketHub("cam")
+            peer = LivePeer(hub.subscribe("viewer"), IceSettings(addresses=("127.0.0.1",), ports=(port, port)))
+            with pytest.raises(NoCandidatesError, match=f"could not bind a UDP socket on 127.0.0.1 in ports {port}-"):
+                await peer.answer(client.localDescription.sdp)
+        assert peer.state == "closed" and hub.subscribers == 0
+        await client.close()
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("camera", ["size=640x360&fps=15&gop=10&stamp=1&headers=extradata"], indirect=True)

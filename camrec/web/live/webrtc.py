@@ -32,7 +32,7 @@ from typing import Any
 import av
 from aioice import Candidate
 from aioice.candidate import candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol, get_host_addresses
+from aioice.ice import Connection, StunProtocol
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcicetransport import RTCIceGatherer
@@ -67,6 +67,10 @@ PRIVATE_HOOKS = (
 
 class OfferError(ValueError):
     """An SDP offer we cannot answer; the message is one line, fit for a 400 response."""
+
+
+class NoCandidatesError(RuntimeError):
+    """No local address could be bound (a wrong `addresses` setting, a full port range)."""
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def _host_candidates_binder(conn: Connection, settings: IceSettings) -> Callable
     async def get_component_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Candidate]:
         # aioice passes its own interface list (loopback skipped); ours replaces it. There is no
         # STUN/TURN server (iceServers=[]), so host candidates are all this method has to make.
-        wanted = list(settings.addresses) or list(addresses) or get_host_addresses(use_ipv4=True, use_ipv6=True)
+        wanted = list(settings.addresses) or list(addresses)
         loop = asyncio.get_running_loop()
         candidates: list[Candidate] = []
         for address in wanted:
@@ -384,11 +388,18 @@ class LivePeer:
             raise
 
     def _check_candidates(self) -> None:
+        found = 0
         for gatherer in _gatherers(self._pc):
             for candidate in gatherer.getLocalCandidates():
                 if not self.ice.allows(candidate.ip, candidate.port):
                     raise RuntimeError(f"ICE candidate {candidate.ip}:{candidate.port} escaped the WebRTC "
                                        f"address settings (aioice changed?)")
+                found += 1
+        if not found:  # the server's configuration, not the offer: a 5xx, and the owner must act
+            where = ", ".join(self.ice.addresses) or "any LAN address"
+            if self.ice.ports is not None:
+                where += f" in ports {self.ice.ports[0]}-{self.ice.ports[1]}"
+            raise NoCandidatesError(f"no WebRTC candidate: could not bind a UDP socket on {where}")
 
     def stats(self) -> dict[str, Any]:
         sub = self._sub.stats()
