@@ -118,3 +118,142 @@ def test_live_view_switched_off(tmp_path):
         assert a.status == 404 and "web.live.enabled" in a.json()["error"]
     finally:
         h.stop()
+
+
+# --- WHEP against a real camera hub and a real aiortc viewer ------------------------------------
+
+
+class LiveServer:
+    """The web server with one synthetic camera publishing into its hub in real time."""
+
+    def __init__(self, root, *, max_viewers: int = 2, options: str = "size=320x180&fps=15&gop=1") -> None:
+        from tests.test_live_webrtc import Camera
+
+        self.camera = Camera(options)
+        settings = WebConfig(listen=("127.0.0.1:0",), plain_http=True, live={"max_viewers": max_viewers},
+                             webrtc={"addresses": ["127.0.0.1"]})
+        self.h = WebHarness(root, settings=settings, live={"front": {"main": self.camera.hub}})
+        self.h.accounts.add("alice", PASSWORD)
+        self.h.accounts.add("bob", PASSWORD)
+        self.h.start()
+        self.base = f"http://127.0.0.1:{self.h.port}"
+
+    def registry(self):
+        from camrec.web.live.routes import REGISTRY
+
+        assert self.h.server is not None and self.h.server.runner is not None
+        return self.h.server.runner.app[REGISTRY]
+
+    def close(self) -> None:
+        self.h.stop()
+        self.camera.stop()
+
+
+@pytest.fixture
+def live(tmp_path):
+    server = LiveServer(tmp_path)
+    yield server
+    server.close()
+
+
+async def whep_offer(base: str, session: str, csrf: str, *, offer: str | None = None):
+    """(status, headers, body, client peer) for one offer from a real aiortc viewer on loopback."""
+    import aiohttp
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    from camrec.web.live.webrtc import IceSettings, restrict_candidates
+
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client.addTransceiver("video", direction="recvonly")
+    restrict_candidates(client, IceSettings(addresses=("127.0.0.1",)))
+    await client.setLocalDescription(await client.createOffer())
+    async with aiohttp.ClientSession(cookies={"camrec_session": session}) as http:
+        async with http.post(f"{base}/api/live/front/whep", data=offer or client.localDescription.sdp,
+                             headers={"Content-Type": SDP, "X-CSRF-Token": csrf, "Origin": base}) as r:
+            return r.status, dict(r.headers), await r.text(), client
+
+
+async def http(method: str, url: str, session: str, csrf: str, base: str) -> tuple[int, dict]:
+    import aiohttp
+
+    async with aiohttp.ClientSession(cookies={"camrec_session": session}) as s:
+        async with s.request(method, url, headers={"X-CSRF-Token": csrf, "Origin": base}) as r:
+            return r.status, await r.json()
+
+
+def test_whep_plays_counts_limits_and_audits(live):
+    import asyncio
+
+    from aiortc import RTCSessionDescription
+
+    session, csrf = live.h.login()
+    bob, bob_csrf = live.h.login("bob")
+
+    async def scenario() -> None:
+        status, headers, answer, client = await whep_offer(live.base, session, csrf)
+        assert status == 201 and headers["Content-Type"].startswith(SDP), answer
+        location = headers["Location"]
+        assert location.startswith("/api/live/sessions/")
+        assert "a=candidate" in answer and "127.0.0.1" in answer and "H264" in answer
+        tracks: asyncio.Queue = asyncio.Queue()
+        client.on("track", tracks.put_nowait)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        track = await asyncio.wait_for(tracks.get(), 10)
+        frame = await asyncio.wait_for(track.recv(), 10)
+        assert (frame.width, frame.height) == (320, 180)
+        # The second viewer fits, the third is over web.live.max_viewers.
+        status2, headers2, _2, client2 = await whep_offer(live.base, bob, bob_csrf)
+        status3, _, body3, client3 = await whep_offer(live.base, session, csrf)
+        assert status2 == 201 and status3 == 429 and "max_viewers" in body3
+        bob_tracks: asyncio.Queue = asyncio.Queue()
+        client2.on("track", bob_tracks.put_nowait)
+        await client2.setRemoteDescription(RTCSessionDescription(sdp=_2, type="answer"))
+        await asyncio.wait_for((await asyncio.wait_for(bob_tracks.get(), 10)).recv(), 10)
+        code, body = await http("GET", f"{live.base}/api/live/front", session, csrf, live.base)
+        assert body["viewers"] == 2
+        # Bob can't end Alice's session (answered like an unknown one); Alice can.
+        assert (await http("DELETE", live.base + location, bob, bob_csrf, live.base))[0] == 404
+        assert (await http("DELETE", live.base + location, session, csrf, live.base))[0] == 200
+        assert (await http("DELETE", live.base + location, session, csrf, live.base))[0] == 404
+        # Bad offers: a clear 400, never a 500.
+        status4, _, body4, client4 = await whep_offer(live.base, session, csrf, offer="v=0\r\nnonsense\r\n")
+        assert status4 == 400 and "SDP" in body4
+        for c in (client, client2, client3, client4):
+            await c.close()
+        # Bob's viewer ends when its connection closes.
+        for _ in range(200):
+            if sum(e["event"] == "live-end" for e in live.h.audited) == 2:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+    assert not live.registry().viewers
+    starts = [e for e in live.h.audited if e["event"] == "live-start"]
+    ends = [e for e in live.h.audited if e["event"] == "live-end"]
+    assert sorted(e["user"] for e in starts) == ["alice", "bob"] == sorted(e["user"] for e in ends)
+    assert {e["camera"] for e in starts} == {"front"} and {e["kind"] for e in starts} == {"webrtc"}
+    mine = next(e for e in ends if e["user"] == "alice")
+    assert mine["reason"] == "viewer left" and mine["seconds"] >= 0 and mine["packets"] > 0
+    assert mine["client"] == "127.0.0.1"
+
+
+def test_an_offer_that_never_connects_frees_its_slot(live, monkeypatch):
+    import asyncio
+
+    from camrec.web.live import routes
+
+    monkeypatch.setattr(routes, "CONNECT_SECONDS", 0.5)
+    session, csrf = live.h.login()
+
+    async def scenario() -> None:
+        status, _, _, client = await whep_offer(live.base, session, csrf)  # the answer is never applied
+        assert status == 201 and len(live.registry().viewers) == 1
+        for _ in range(100):  # the entry is written after the viewer is gone
+            if any(e["event"] == "live-end" for e in live.h.audited):
+                break
+            await asyncio.sleep(0.05)
+        await client.close()
+
+    asyncio.run(scenario())
+    assert not live.registry().viewers and live.camera.hub.subscribers == 0
+    assert [e["reason"] for e in live.h.audited if e["event"] == "live-end"] == ["never connected"]

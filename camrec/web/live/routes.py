@@ -43,7 +43,8 @@ MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is a few kilobytes
 # cached keyframe; past that the hub drops this viewer's packets up to the next keyframe.
 VIEWER_MAX_ITEMS = 300
 VIEWER_MAX_BYTES = 24 * 1024 * 1024
-RECONNECTING_SECONDS = 60.0  # a camera silent for longer than this is shown as offline
+RECONNECTING_SECONDS = 60.0
+CONNECT_SECONDS = 15.0  # a WebRTC viewer must connect within this after its answer  # a camera silent for longer than this is shown as offline
 CAPTURE_ROLE = {"main": "main", "sub": "detect"}  # live stream name → the daemon's capture role
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -181,31 +182,43 @@ class _Live:
             offer = body.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "the SDP offer is not UTF-8 text") from None
-        from camrec.web.live.webrtc import IceSettings, LivePeer, OfferError  # aiortc loads only when used
+        from camrec.web.live.webrtc import IceSettings, LivePeer, NoCandidatesError, OfferError  # aiortc: on use
 
         webrtc = self.ctx.settings.webrtc
+        ended: list[str] = []  # the viewer's id once registered
+
+        def closed(_peer: object) -> None:  # ICE/DTLS failed or closed, or the subscription closed
+            if ended:
+                asyncio.get_running_loop().create_task(self.registry.end(ended[0], "connection closed"))
+
         with self._slot(camera):
             sub = self._subscribe(request, hub, "webrtc")
-            peer = LivePeer(sub, IceSettings(addresses=webrtc.addresses, ports=webrtc.ports),
-                            name=f"{camera}/{stream}")
+            peer = LivePeer(sub, IceSettings(addresses=webrtc.addresses, ports=webrtc.ports), on_closed=closed)
             try:
-                answer = await peer.answer(offer)
+                answer = await peer.answer(offer)  # closes the peer itself when it raises
             except OfferError as exc:
-                await peer.close()
                 raise ApiError(400, f"bad SDP offer: {exc}") from None
-            except BaseException:
-                await peer.close()
-                raise
+            except NoCandidatesError as exc:
+                log.error("web: live %s/%s: %s", camera, stream, exc)
+                raise ApiError(503, str(exc), hint="check web.webrtc.addresses and web.webrtc.ports",
+                               fallback="mse") from None
             viewer = self._viewer(request, camera, stream, "webrtc", sub)
             viewer.closer = peer.close
             await self._register(viewer)
-
-        def closed() -> None:
-            asyncio.get_running_loop().create_task(self.registry.end(viewer.id, "connection closed"))
-
-        peer.on_closed = closed
+            ended.append(viewer.id)
+        if peer.state == "closed":  # it closed while the viewer was being registered
+            await self.registry.end(viewer.id, "connection closed")
+        else:
+            viewer.watchdog = asyncio.get_running_loop().create_task(self._connect_watchdog(viewer, peer))
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": f"/api/live/sessions/{viewer.id}", **_NO_STORE})
+
+    async def _connect_watchdog(self, viewer: Viewer, peer: Any) -> None:
+        # A client that sends an offer and never connects (a closed tab, a firewall) holds a viewer
+        # slot until ICE gives up; end it sooner.
+        await asyncio.sleep(CONNECT_SECONDS)
+        if peer.state != "connected":
+            await self.registry.end(viewer.id, "never connected")
 
     async def end_session(self, request: web.Request) -> web.StreamResponse:
         viewer = self.registry.viewers.get(request.match_info["id"])
