@@ -167,18 +167,18 @@ async def whep_offer(base: str, session: str, csrf: str, *, offer: str | None = 
     client.addTransceiver("video", direction="recvonly")
     restrict_candidates(client, IceSettings(addresses=("127.0.0.1",)))
     await client.setLocalDescription(await client.createOffer())
-    async with aiohttp.ClientSession(cookies={"camrec_session": session}) as http:
-        async with http.post(f"{base}/api/live/front/whep", data=offer or client.localDescription.sdp,
-                             headers={"Content-Type": SDP, "X-CSRF-Token": csrf, "Origin": base}) as r:
-            return r.status, dict(r.headers), await r.text(), client
+    async with aiohttp.ClientSession(cookies={"camrec_session": session}) as http, \
+            http.post(f"{base}/api/live/front/whep", data=offer or client.localDescription.sdp,
+                      headers={"Content-Type": SDP, "X-CSRF-Token": csrf, "Origin": base}) as r:
+        return r.status, dict(r.headers), await r.text(), client
 
 
 async def http(method: str, url: str, session: str, csrf: str, base: str) -> tuple[int, dict]:
     import aiohttp
 
-    async with aiohttp.ClientSession(cookies={"camrec_session": session}) as s:
-        async with s.request(method, url, headers={"X-CSRF-Token": csrf, "Origin": base}) as r:
-            return r.status, await r.json()
+    async with aiohttp.ClientSession(cookies={"camrec_session": session}) as s, \
+            s.request(method, url, headers={"X-CSRF-Token": csrf, "Origin": base}) as r:
+        return r.status, await r.json()
 
 
 def test_whep_plays_counts_limits_and_audits(live):
@@ -202,14 +202,14 @@ def test_whep_plays_counts_limits_and_audits(live):
         frame = await asyncio.wait_for(track.recv(), 10)
         assert (frame.width, frame.height) == (320, 180)
         # The second viewer fits, the third is over web.live.max_viewers.
-        status2, headers2, _2, client2 = await whep_offer(live.base, bob, bob_csrf)
+        status2, _, answer2, client2 = await whep_offer(live.base, bob, bob_csrf)
         status3, _, body3, client3 = await whep_offer(live.base, session, csrf)
         assert status2 == 201 and status3 == 429 and "max_viewers" in body3
         bob_tracks: asyncio.Queue = asyncio.Queue()
         client2.on("track", bob_tracks.put_nowait)
-        await client2.setRemoteDescription(RTCSessionDescription(sdp=_2, type="answer"))
+        await client2.setRemoteDescription(RTCSessionDescription(sdp=answer2, type="answer"))
         await asyncio.wait_for((await asyncio.wait_for(bob_tracks.get(), 10)).recv(), 10)
-        code, body = await http("GET", f"{live.base}/api/live/front", session, csrf, live.base)
+        _, body = await http("GET", f"{live.base}/api/live/front", session, csrf, live.base)
         assert body["viewers"] == 2
         # Bob can't end Alice's session (answered like an unknown one); Alice can.
         assert (await http("DELETE", live.base + location, bob, bob_csrf, live.base))[0] == 404

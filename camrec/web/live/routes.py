@@ -43,8 +43,8 @@ MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is a few kilobytes
 # cached keyframe; past that the hub drops this viewer's packets up to the next keyframe.
 VIEWER_MAX_ITEMS = 300
 VIEWER_MAX_BYTES = 24 * 1024 * 1024
-RECONNECTING_SECONDS = 60.0
-CONNECT_SECONDS = 15.0  # a WebRTC viewer must connect within this after its answer  # a camera silent for longer than this is shown as offline
+RECONNECTING_SECONDS = 60.0  # a camera silent for longer than this is shown as offline
+CONNECT_SECONDS = 15.0  # a WebRTC viewer must connect within this after its answer
 CAPTURE_ROLE = {"main": "main", "sub": "detect"}  # live stream name → the daemon's capture role
 _NO_STORE = {"Cache-Control": "no-store"}
 
