@@ -257,3 +257,62 @@ def test_an_offer_that_never_connects_frees_its_slot(live, monkeypatch):
     asyncio.run(scenario())
     assert not live.registry().viewers and live.camera.hub.subscribers == 0
     assert [e["reason"] for e in live.h.audited if e["event"] == "live-end"] == ["never connected"]
+
+
+def test_fifty_viewers_joining_and_leaving_leave_nothing_behind(live):
+    """25 WebRTC and 25 MSE viewers, one after the other: descriptors, threads, the server loop's
+    tasks and the hub's subscribers come back to where they started."""
+    import asyncio
+    import os
+    import threading
+
+    import aiohttp
+    from aiortc import RTCSessionDescription
+
+    session, csrf = live.h.login()
+    loop = live.h.server.loop
+
+    def server_tasks() -> int:
+        async def count() -> int:
+            return len(asyncio.all_tasks())
+
+        return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
+
+    async def one_webrtc() -> None:
+        status, headers, answer, client = await whep_offer(live.base, session, csrf)
+        assert status == 201, answer
+        tracks: asyncio.Queue = asyncio.Queue()
+        client.on("track", tracks.put_nowait)
+        await client.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        await asyncio.wait_for((await asyncio.wait_for(tracks.get(), 10)).recv(), 10)
+        assert (await http("DELETE", live.base + headers["Location"], session, csrf, live.base))[0] == 200
+        await client.close()
+
+    async def one_mse() -> None:
+        async with aiohttp.ClientSession(cookies={"camrec_session": session}) as s, \
+                s.ws_connect(f"{live.base}/api/live/front/mse", origin=live.base) as ws:
+            first = await asyncio.wait_for(ws.receive_json(), 10)
+            assert first["type"] == "mse" and "avc1." in first["value"]
+            init = await asyncio.wait_for(ws.receive_bytes(), 10)
+            assert init[4:8] == b"ftyp"
+
+    async def settle() -> None:
+        for _ in range(100):
+            if not live.registry().viewers and live.camera.hub.subscribers == 0:
+                return
+            await asyncio.sleep(0.05)
+
+    async def cycles(n: int) -> None:
+        for _ in range(n):
+            await one_webrtc()
+            await one_mse()
+        await settle()
+
+    asyncio.run(cycles(1))  # warm-up: imports, the loop's executor threads, aiortc's first objects
+    before = (len(os.listdir("/proc/self/fd")), threading.active_count(), server_tasks())
+    asyncio.run(cycles(25))
+    after = (len(os.listdir("/proc/self/fd")), threading.active_count(), server_tasks())
+    assert after == before, f"fds, threads, server tasks: {before} → {after}"
+    assert live.camera.hub.subscribers == 0 and not live.registry().viewers
+    ends = [e for e in live.h.audited if e["event"] == "live-end"]
+    assert len(ends) == 52 and {e["kind"] for e in ends} == {"webrtc", "mse"}

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from camrec.sources.base import MediaPacket
-from camrec.sources.hub import Gap, PacketHub, StreamEnd, StreamStart, Subscription
+from camrec.sources.hub import Gap, PacketHub, StreamEnd, Subscription
 from camrec.web.context import WebContext
 from camrec.web.live.registry import LiveRegistry, Viewer, ViewerLimitError
 from camrec.web.parsers import ApiError
@@ -274,8 +274,6 @@ class MsePump:
         self.sub = sub
         self.name = name
         self.state = state  # () -> "live|offline|reconnecting", asked when the stream ends
-        self.fragmenter: Any = None
-        self.info: Any = None  # the StreamInfo the fragmenter was made for
         self.sent_state: str | None = None
 
     async def _send_state(self, value: str) -> None:
@@ -287,38 +285,43 @@ class MsePump:
         """Pumps until the subscription closes or the socket fails; returns why it ended."""
         from camrec.web.live.fmp4 import LiveFragmenter
 
+        frag: LiveFragmenter | None = None
+        need_key = False  # after a refused packet: its followers reference it, skip to a keyframe
         try:
             while True:
                 item = await self.sub.aget()
                 if item is None:
                     return "viewer left"
-                if isinstance(item, StreamStart | StreamEnd):
-                    self.fragmenter = None  # the next keyframe starts a new init segment
-                    if isinstance(item, StreamEnd):
-                        await self._send_state(self.state())
+                if isinstance(item, StreamEnd):
+                    await self._send_state(self.state())
                     continue
-                if isinstance(item, Gap) or not isinstance(item, MediaPacket):
-                    continue  # a Gap is always followed by a keyframe; the fragmenter carries on
-                if self.fragmenter is None or self.info is not item.stream:
-                    if not item.keyframe:
-                        continue
-                    try:
-                        self.fragmenter = LiveFragmenter(item.stream, item)
-                        self.info = item.stream
-                    except ValueError as exc:
-                        log.warning("web: live %s: cannot start MSE from this keyframe: %s", self.name, exc)
-                        continue
-                    await self.ws.send_str(json.dumps({"type": "mse", "value": self.fragmenter.mime}))
-                    await self.ws.send_bytes(self.fragmenter.init_segment)
-                    await self._send_state("live")
+                if isinstance(item, Gap):
+                    if frag is not None:
+                        frag.mark_gap()  # the next keyframe continues the timeline without a hole
+                    continue
+                if not isinstance(item, MediaPacket):
+                    continue  # a StreamStart: its first keyframe makes the new init segment
+                if need_key and not item.keyframe:
+                    continue
+                need_key = False
                 try:
-                    data = self.fragmenter.add(item)
-                except ValueError as exc:
+                    if frag is None or item.stream is not frag.info or frag.needs_new_init(item):
+                        if not item.keyframe:
+                            continue
+                        # after=: the new stream's timeline continues the old one, so the page keeps
+                        # its SourceBuffer across a reconnect or a resolution change.
+                        frag = LiveFragmenter(item.stream, item, after=frag)
+                        await self.ws.send_str(json.dumps({"type": "mse", "value": frag.mime}))
+                        await self.ws.send_bytes(frag.init_segment)
+                        await self._send_state("live")
+                    data = frag.add(item)
+                except ValueError as exc:  # a packet the fragmenter can't use: wait for a keyframe
                     log.warning("web: live %s: skipping to the next keyframe: %s", self.name, exc)
-                    self.fragmenter = None
+                    if frag is not None:
+                        frag.mark_gap()
+                    need_key = True
                     continue
-                if data:
-                    await self.ws.send_bytes(data)
+                await self.ws.send_bytes(data)
         except (ConnectionError, RuntimeError) as exc:  # the socket went away mid-send
             log.debug("web: live %s: MSE socket closed: %s", self.name, exc)
             return "connection closed"
