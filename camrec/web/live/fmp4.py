@@ -1,0 +1,302 @@
+"""Live fragmented MP4 for the Media Source Extensions fallback: one fragment per frame, no transcoding.
+
+A viewer gets the `init_segment` (`ftyp`+`moov`, no samples) and then, for every packet, the
+`moof`+`mdat` fragment that holds exactly that packet, returned by the very `add()` call that
+received it. Browsers play B-frame streams this way (the `trun` carries composition offsets),
+which WebRTC cannot.
+
+Who writes which box, and why:
+
+- The init segment comes from FFmpeg's mov muxer (PyAV), which builds the `avcC` from the
+  stream's SPS/PPS. We hand it the parameter sets found in the first keyframe (cameras repeat
+  them in-band; the RTSP SDP's copy can be stale or absent), else those of `extradata`.
+  The stream is added with `add_mux_stream` on purpose: `add_stream("h264")` opens a libx264
+  *encoder*, which replaces the extradata we set with its own SPS/PPS.
+- The media fragments are written here (a 112-byte `moof` and the `mdat` header). FFmpeg's mov
+  muxer only closes a fragment when the *next* packet arrives (`frag_every_frame` and
+  `frag_keyframe` are checked on the incoming packet; the packet duration does not change that),
+  or on `av_write_frame(NULL)`, which PyAV does not expose: its fragments would lag one frame
+  (67 ms at 15 fps, 1 s on a 1 fps sub-stream) behind the camera.
+
+Timeline: decode times start at 0 for the first keyframe and stay continuous. After the hub
+dropped packets (`mark_gap()`), or when the camera's clock jumps, the next keyframe is placed
+right after the previous frame instead of leaving a hole the browser would stall in. Presentation
+starts at the first keyframe's composition offset (0 without B-frames): a player should start at
+`video.buffered.start(0)`.
+"""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from camrec.sources.base import MediaPacket, StreamInfo
+
+__all__ = ["LiveFragmenter"]
+
+_NAL_SPS, _NAL_PPS, _NAL_IDR = 7, 8, 5
+_MAX_JUMP_SECONDS = 2.0  # a dts jump larger than this is a camera clock step, not a real pause
+# trun sample flags (ISO/IEC 14496-12 8.8.3.1): a sync sample depends on nothing; others are non-sync.
+_SYNC_FLAGS = 0x02000000
+_NON_SYNC_FLAGS = 0x01010000
+# trun: data-offset, sample-duration, -size, -flags and -composition-time-offset present.
+_TRUN_FLAGS = 0x000001 | 0x000100 | 0x000200 | 0x000400 | 0x000800
+_TFHD_DEFAULT_BASE_IS_MOOF = 0x020000
+
+
+def _box(kind: bytes, *payload: bytes) -> bytes:
+    body = b"".join(payload)
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def _full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
+    return _box(kind, struct.pack(">I", (version << 24) | flags), *payload)
+
+
+def _iter_boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of the boxes in data[start:end]; ValueError if they don't add up."""
+    end = len(data) if end is None else end
+    boxes = []
+    while start < end:
+        if end - start < 8:
+            raise ValueError("truncated MP4 box")
+        size, kind = struct.unpack_from(">I4s", data, start)
+        if size < 8 or start + size > end:
+            raise ValueError(f"bad MP4 box size for {kind!r}")
+        boxes.append((kind, start + 8, start + size))
+        start += size
+    return boxes
+
+
+def _child(data: bytes, parent: tuple[bytes, int, int], kind: bytes) -> tuple[bytes, int, int]:
+    for box in _iter_boxes(data, parent[1], parent[2]):
+        if box[0] == kind:
+            return box
+    raise ValueError(f"the init segment has no {kind.decode()} box")
+
+
+def _split_annexb(data: bytes) -> list[bytes] | None:
+    """NAL units of an Annex B access unit, or None when `data` does not start with a start code."""
+    first = data.find(b"\x00\x00\x01")
+    if first < 0 or data[:first].strip(b"\x00"):
+        return None
+    nals = []
+    pos = first + 3
+    while True:
+        nxt = data.find(b"\x00\x00\x01", pos)
+        # Zero bytes before a start code belong to it (4-byte start codes, trailing_zero_8bits).
+        nal = (data[pos:] if nxt < 0 else data[pos:nxt]).rstrip(b"\x00")
+        if nal:
+            nals.append(nal)
+        if nxt < 0:
+            return nals
+        pos = nxt + 3
+
+
+def _split_length_prefixed(data: bytes, size: int) -> list[bytes] | None:
+    """NAL units of an MP4-style access unit with `size`-byte lengths, or None if they don't add up."""
+    nals = []
+    pos = 0
+    while pos < len(data):
+        if pos + size > len(data):
+            return None
+        length = int.from_bytes(data[pos:pos + size], "big")
+        pos += size
+        if length == 0 or pos + length > len(data):
+            return None
+        nals.append(data[pos:pos + length])
+        pos += length
+    return nals or None
+
+
+def _avcc_parameter_sets(extradata: bytes) -> tuple[list[bytes], list[bytes], int]:
+    """SPS list, PPS list and NAL length size of an `avcC` record (ISO/IEC 14496-15 5.3.3.1)."""
+    try:
+        length_size = (extradata[4] & 3) + 1
+        pos = 6
+        sps = []
+        for _ in range(extradata[5] & 0x1F):
+            n = int.from_bytes(extradata[pos:pos + 2], "big")
+            sps.append(extradata[pos + 2:pos + 2 + n])
+            pos += 2 + n
+        pps = []
+        count = extradata[pos]
+        pos += 1
+        for _ in range(count):
+            n = int.from_bytes(extradata[pos:pos + 2], "big")
+            pps.append(extradata[pos + 2:pos + 2 + n])
+            pos += 2 + n
+    except IndexError:
+        raise ValueError("the stream's avcC extradata is truncated") from None
+    if pos > len(extradata) or not all(sps) or not all(pps):
+        raise ValueError("the stream's avcC extradata is truncated")
+    return sps, pps, length_size
+
+
+class LiveFragmenter:
+    """Turns one H.264 stream's packets into an MSE-playable fMP4: `init_segment`, then `add()` per packet.
+
+    `first_keyframe` supplies the SPS/PPS when the stream has no extradata; it is not muxed by the
+    constructor: pass it to `add()` too (the first packet added must be a keyframe). A new stream
+    (`StreamStart`, a reconnect or resolution change) needs a new LiveFragmenter and a new init segment.
+    Raises ValueError (one line) for what cannot be played: another codec, no SPS/PPS, a packet that
+    is neither Annex B nor length-prefixed, a start without a keyframe.
+    """
+
+    def __init__(self, info: StreamInfo, first_keyframe: MediaPacket) -> None:
+        if info.codec != "h264":
+            raise ValueError(f"live MP4 supports H.264 only, not {info.codec!r}")
+        if not first_keyframe.keyframe:
+            raise ValueError("live MP4 must start with a keyframe")
+        self.info = info
+        self._avcc_length_size: int | None = None
+        sps: list[bytes] = []
+        pps: list[bytes] = []
+        extradata = info.extradata or b""
+        if extradata[:1] == b"\x01":
+            sps, pps, self._avcc_length_size = _avcc_parameter_sets(extradata)
+        elif extradata:
+            nals = _split_annexb(extradata) or []
+            sps = [n for n in nals if n[0] & 0x1F == _NAL_SPS]
+            pps = [n for n in nals if n[0] & 0x1F == _NAL_PPS]
+        nals = self._nal_units(first_keyframe)
+        inband_sps = [n for n in nals if n[0] & 0x1F == _NAL_SPS]
+        inband_pps = [n for n in nals if n[0] & 0x1F == _NAL_PPS]
+        if inband_sps and inband_pps:  # what the decoder will really see wins over the SDP's copy
+            sps, pps = inband_sps, inband_pps
+        if not sps or not pps:
+            raise ValueError("the stream has no SPS/PPS (neither in its extradata nor in the first keyframe)")
+        if len(sps[0]) < 4:
+            raise ValueError("the stream's SPS is truncated")
+        self.codecs = "avc1." + sps[0][1:4].hex()
+        self.mime = f'video/mp4; codecs="{self.codecs}"'
+        self.init_segment, self.track_id, self.timescale = self._make_init(sps, pps, nals)
+        self._scale = Fraction(info.time_base) * self.timescale
+        self._origin: int | None = None  # stream dts that maps to `_origin_out`
+        self._origin_out = 0
+        self._next_dts: int | None = None  # output dts (timescale units) where the next frame is expected
+        self._last_dts = -1
+        self._rebase = False
+        self._sequence = 0
+        self.fragments = 0
+        self.bytes_out = len(self.init_segment)
+
+    def _nal_units(self, packet: MediaPacket) -> list[bytes]:
+        data = packet.data
+        if not data:
+            raise ValueError("empty video packet")
+        nals = None
+        if self._avcc_length_size is not None:
+            nals = _split_length_prefixed(data, self._avcc_length_size)
+        if nals is None:
+            nals = _split_annexb(data)
+        if nals is None and self._avcc_length_size is None:
+            nals = _split_length_prefixed(data, 4)
+        if nals is None:
+            raise ValueError("video packet is neither Annex B nor length-prefixed H.264")
+        if any(n[0] & 0x80 for n in nals):  # forbidden_zero_bit: not H.264 at all
+            raise ValueError("video packet holds a NAL unit with the forbidden bit set")
+        return nals
+
+    def _make_init(self, sps: list[bytes], pps: list[bytes], nals: list[bytes]) -> tuple[bytes, int, int]:
+        """ftyp+moov from FFmpeg's mov muxer; also the track id and timescale our fragments must use."""
+        out: list[bytes] = []
+
+        class Sink:
+            def write(self, data: Any) -> int:
+                out.append(bytes(data))
+                return len(data)
+
+        # PyAV extracts the avcC from the first packet (extract_extradata) and writes the header
+        # when it gets it: feed it the parameter sets plus the keyframe's slices, all Annex B.
+        slices = [n for n in nals if n[0] & 0x1F not in (_NAL_SPS, _NAL_PPS)]
+        sample = b"".join(b"\x00\x00\x00\x01" + n for n in (*sps, *pps, *slices))
+        container: Any = None
+        try:
+            container = av.open(Sink(), "w", format="mp4",
+                                options={"movflags": "empty_moov+default_base_moof+frag_custom"})
+            stream: Any = container.add_mux_stream("h264", width=self.info.width, height=self.info.height,
+                                                   time_base=self.info.time_base)
+            packet = av.Packet(sample)
+            packet.pts = packet.dts = 0
+            packet.duration = 1
+            packet.time_base = self.info.time_base
+            packet.is_keyframe = True
+            packet.stream = stream
+            container.mux(packet)
+            init = b"".join(out)
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise ValueError(f"FFmpeg cannot make an MP4 header for this stream: {exc}") from None
+        finally:
+            if container is not None:
+                try:
+                    container.close()  # what it writes now (the buffered sample, mfra) is not ours
+                except av.error.FFmpegError:
+                    pass
+        top = _iter_boxes(init)
+        if [b[0] for b in top] != [b"ftyp", b"moov"]:
+            raise ValueError("FFmpeg did not write an ftyp+moov init segment for this stream")
+        trak = _child(init, top[1], b"trak")
+        tkhd = _child(init, trak, b"tkhd")
+        track_id = struct.unpack_from(">I", init, tkhd[1] + (20 if init[tkhd[1]] == 1 else 12))[0]
+        mdhd = _child(init, _child(init, trak, b"mdia"), b"mdhd")
+        timescale = struct.unpack_from(">I", init, mdhd[1] + (20 if init[mdhd[1]] == 1 else 12))[0]
+        if timescale <= 0:
+            raise ValueError("FFmpeg wrote an init segment without a timescale")
+        return init, track_id, timescale
+
+    def mark_gap(self) -> None:
+        """Packets were lost (the hub's `Gap`): the next keyframe continues the timeline without a hole."""
+        self._rebase = True
+
+    def add(self, packet: MediaPacket) -> bytes:
+        """The `moof`+`mdat` fragment holding this packet (one sample), ready to append to a SourceBuffer."""
+        if packet.stream is not self.info:
+            raise ValueError("the packet belongs to another stream: start a new LiveFragmenter")
+        nals = self._nal_units(packet)
+        if self._origin is None or self._rebase:
+            if not packet.keyframe:
+                raise ValueError("live MP4 must start (and resume after a gap) with a keyframe")
+            self._place(packet.dts)
+            self._rebase = False
+        dts = self._out(packet.dts)
+        if self._next_dts is not None and (dts < self._last_dts + 1
+                                           or dts - self._next_dts > _MAX_JUMP_SECONDS * self.timescale):
+            # The camera's clock went back or leapt: continue where the previous frame ended.
+            self._place(packet.dts)
+            dts = self._out(packet.dts)
+        cto = max(0, self._out(packet.pts) - dts)
+        duration = round(packet.duration * self._scale)
+        if duration <= 0:
+            duration = max(1, round(self.timescale / (self.info.fps or 15)))
+        self._last_dts = dts
+        self._next_dts = dts + duration
+        self._sequence += 1
+        fragment = self._fragment(nals, dts, duration, cto, packet.keyframe)
+        self.fragments += 1
+        self.bytes_out += len(fragment)
+        return fragment
+
+    def _place(self, stream_dts: int) -> None:
+        self._origin = stream_dts
+        self._origin_out = self._next_dts if self._next_dts is not None else 0
+
+    def _out(self, stream_ticks: int) -> int:
+        assert self._origin is not None
+        return self._origin_out + round((stream_ticks - self._origin) * self._scale)
+
+    def _fragment(self, nals: list[bytes], dts: int, duration: int, cto: int, keyframe: bool) -> bytes:
+        payload = b"".join(struct.pack(">I", len(n)) + n for n in nals)
+        trun_tail = struct.pack(">IIIi", duration, len(payload), _SYNC_FLAGS if keyframe else _NON_SYNC_FLAGS, cto)
+        moof_size = 8 + 16 + 8 + 16 + 20 + (20 + len(trun_tail))
+        traf = _box(b"traf",
+                    _full_box(b"tfhd", 0, _TFHD_DEFAULT_BASE_IS_MOOF, struct.pack(">I", self.track_id)),
+                    _full_box(b"tfdt", 1, 0, struct.pack(">Q", dts)),
+                    # version 1: signed composition offsets; data offset = past moof and mdat header
+                    _full_box(b"trun", 1, _TRUN_FLAGS, struct.pack(">Ii", 1, moof_size + 8), trun_tail))
+        moof = _box(b"moof", _full_box(b"mfhd", 0, 0, struct.pack(">I", self._sequence)), traf)
+        assert len(moof) == moof_size
+        return moof + struct.pack(">I", 8 + len(payload)) + b"mdat" + payload

@@ -1,0 +1,349 @@
+"""camrec/web/live/fmp4.py: live fragmented MP4 for the MSE fallback, checked with real ffprobe and chromium.
+
+Streams are encoded here with PyAV's libx264 (or the synthetic camera): one with SPS/PPS only
+in-band (like the demo camera and most RTSP cameras), one with B-frames and its parameter sets
+only in the extradata, and the same one as MP4-style length-prefixed packets with an avcC record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from camrec.sources.base import MediaPacket, StreamInfo
+from camrec.sources.synthetic import SyntheticScene, SyntheticSource
+from camrec.web.live.fmp4 import LiveFragmenter
+from tests.support.web_browser import CHROMIUM, chromium
+
+FPS = 15
+needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not installed")
+
+
+def inband_stream(n: int = 30) -> tuple[StreamInfo, list[MediaPacket]]:
+    """The synthetic camera: no extradata, SPS/PPS in front of every keyframe, no B-frames."""
+    src = SyntheticSource(f"synthetic:?size=320x240&fps={FPS}&gop=1&realtime=0")
+    info = src.open()
+    packets = [src.read() for _ in range(n)]
+    src.close()
+    assert all(p is not None for p in packets)
+    return info, [p for p in packets if p is not None]
+
+
+def b_frame_stream(n: int = 30) -> tuple[StreamInfo, list[MediaPacket]]:
+    """libx264 with 2 B-frames and a global header: SPS/PPS only in the extradata, pts != dts."""
+    enc: Any = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = 320, 240, "yuv420p"
+    enc.time_base = Fraction(1, FPS)
+    enc.framerate = Fraction(FPS)
+    enc.gop_size = FPS
+    enc.max_b_frames = 2
+    enc.flags |= av.codec.context.Flags.global_header
+    enc.options = {"preset": "veryfast", "x264-params": "bframes=2:b-adapt=0:scenecut=0"}
+    enc.open()
+    scene = SyntheticScene(320, 240, FPS, [(0.0, 10.0)], 30.0)
+    raw = []
+    for i in range(n):
+        raw.extend(enc.encode(scene.frame(i)))
+    raw.extend(enc.encode(None))
+    info = StreamInfo(codec="h264", width=320, height=240, time_base=Fraction(1, FPS), fps=FPS,
+                      extradata=bytes(enc.extradata))
+    packets = [MediaPacket(data=bytes(p), pts=int(p.pts), dts=int(p.dts), duration=int(p.duration or 1),
+                           keyframe=bool(p.is_keyframe), arrival=0.0, stream=info) for p in raw]
+    assert any(p.pts != p.dts for p in packets), "the encoder made no B-frames"
+    return info, packets
+
+
+def annexb_nals(data: bytes) -> list[bytes]:
+    """A plain Annex B splitter for the tests (independent of the one under test)."""
+    parts = data.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01")
+    return [p for p in parts if p]
+
+
+def as_length_prefixed(info: StreamInfo, packets: list[MediaPacket]) -> tuple[StreamInfo, list[MediaPacket]]:
+    """The same stream the way an MP4 demuxer delivers it: avcC extradata and 4-byte NAL lengths."""
+    assert info.extradata
+    nals = annexb_nals(info.extradata)
+    sps = next(n for n in nals if n[0] & 0x1F == 7)
+    pps = next(n for n in nals if n[0] & 0x1F == 8)
+    avcc = (bytes([1, sps[1], sps[2], sps[3], 0xFF, 0xE1]) + struct.pack(">H", len(sps)) + sps
+            + b"\x01" + struct.pack(">H", len(pps)) + pps)
+    new = StreamInfo(codec="h264", width=info.width, height=info.height, time_base=info.time_base, fps=info.fps,
+                     extradata=avcc)
+    out = [MediaPacket(data=b"".join(struct.pack(">I", len(n)) + n for n in annexb_nals(p.data)), pts=p.pts,
+                       dts=p.dts, duration=p.duration, keyframe=p.keyframe, arrival=0.0, stream=new) for p in packets]
+    return new, out
+
+
+def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of the top-level boxes in data[start:end]."""
+    end = len(data) if end is None else end
+    out = []
+    while start < end:
+        size, kind = struct.unpack_from(">I4s", data, start)
+        assert size >= 8 and start + size <= end, f"bad box {kind!r}"
+        out.append((kind, data[start + 8:start + size]))
+        start += size
+    return out
+
+
+def fragment_fields(fragment: bytes) -> dict[str, int]:
+    """tfdt base time, and the one trun sample's duration and composition offset, of a moof."""
+    (kind, moof), _ = boxes(fragment)
+    assert kind == b"moof"
+    traf = dict(boxes(moof))[b"traf"]
+    parts = dict(boxes(traf))
+    tfdt = parts[b"tfdt"]
+    base = struct.unpack(">Q", tfdt[4:12])[0] if tfdt[0] == 1 else struct.unpack(">I", tfdt[4:8])[0]
+    trun = parts[b"trun"]
+    count = struct.unpack(">I", trun[4:8])[0]
+    duration, _size, _flags, cto = struct.unpack(">IIIi", trun[12:28])
+    return {"dts": base, "count": count, "duration": duration, "cto": cto}
+
+
+def fragment_all(info: StreamInfo, packets: list[MediaPacket]) -> tuple[LiveFragmenter, list[bytes]]:
+    frag = LiveFragmenter(info, packets[0])
+    return frag, [frag.add(p) for p in packets]
+
+
+def ffprobe(data: bytes, tmp_path: Path, *args: str) -> dict[str, Any]:
+    path = tmp_path / "live.mp4"
+    path.write_bytes(data)
+    run = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+    result: dict[str, Any] = json.loads(run.stdout)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure, timestamps, formats
+
+
+@needs_ffprobe
+def test_inband_stream_one_fragment_per_add_and_ffprobe_reads_every_frame(tmp_path: Path) -> None:
+    info, packets = inband_stream()
+    assert info.extradata is None
+    frag, fragments = fragment_all(info, packets)
+    sps = annexb_nals(packets[0].data)[0]
+    assert sps[0] & 0x1F == 7
+    assert frag.mime == f'video/mp4; codecs="avc1.{sps[1:4].hex()}"'
+    assert [k for k, _ in boxes(frag.init_segment)] == [b"ftyp", b"moov"]
+    for packet, fragment in zip(packets, fragments, strict=True):
+        # Each add() hands back the fragment of that very packet: no frame waits for the next one.
+        top = boxes(fragment)
+        assert [k for k, _ in top] == [b"moof", b"mdat"]
+        mdat = top[1][1]
+        nals, pos = [], 0
+        while pos < len(mdat):
+            n = struct.unpack_from(">I", mdat, pos)[0]
+            nals.append(mdat[pos + 4:pos + 4 + n])
+            pos += 4 + n
+        assert nals == annexb_nals(packet.data)
+    probe = ffprobe(frag.init_segment + b"".join(fragments), tmp_path, "-count_frames", "-show_streams")
+    (stream,) = probe["streams"]
+    assert (stream["codec_name"], stream["width"], stream["height"]) == ("h264", 320, 240)
+    assert int(stream["nb_read_frames"]) == len(packets)
+    assert frag.fragments == len(packets) and frag.bytes_out == len(frag.init_segment) + sum(map(len, fragments))
+
+
+@needs_ffprobe
+def test_b_frames_keep_their_composition_offsets(tmp_path: Path) -> None:
+    info, packets = b_frame_stream()
+    frag, fragments = fragment_all(info, packets)
+    fields = [fragment_fields(f) for f in fragments]
+    scale = Fraction(info.time_base) * frag.timescale
+    origin = packets[0].dts
+    assert fields[0]["dts"] == 0
+    for p, f, nxt in zip(packets, fields, fields[1:] + [None], strict=True):
+        assert f["count"] == 1
+        assert f["cto"] == (p.pts - p.dts) * scale
+        if nxt is not None:  # decode times are continuous: each frame starts where the previous ends
+            assert nxt["dts"] == f["dts"] + f["duration"]
+    assert any(f["cto"] > 0 for f in fields)
+    probe = ffprobe(frag.init_segment + b"".join(fragments), tmp_path, "-count_frames", "-show_streams",
+                    "-show_packets")
+    assert int(probe["streams"][0]["nb_read_frames"]) == len(packets)
+    tb = Fraction(probe["streams"][0]["time_base"])
+    got = [(Fraction(int(q["pts"])) * tb, Fraction(int(q["dts"])) * tb) for q in probe["packets"]]
+    want = [((p.pts - origin) * info.time_base, (p.dts - origin) * info.time_base) for p in packets]
+    assert got == want
+
+
+@needs_ffprobe
+def test_length_prefixed_packets_give_the_same_fragments(tmp_path: Path) -> None:
+    info, packets = b_frame_stream(20)
+    avcc_info, avcc_packets = as_length_prefixed(info, packets)
+    a, fa = fragment_all(info, packets)
+    b, fb = fragment_all(avcc_info, avcc_packets)
+    assert a.mime == b.mime
+    assert fa == fb  # same NAL units, same timing: the input form leaves no trace
+    probe = ffprobe(b.init_segment + b"".join(fb), tmp_path, "-count_frames", "-show_streams")
+    assert int(probe["streams"][0]["nb_read_frames"]) == len(packets)
+
+
+def test_gap_and_clock_jumps_keep_the_timeline_continuous() -> None:
+    info, packets = inband_stream(45)  # keyframes at 0, 15, 30
+    frag = LiveFragmenter(info, packets[0])
+    seen = [fragment_fields(frag.add(p)) for p in packets[:5]]
+    # The hub dropped packets 5..14 (Gap): the keyframe at 15 follows frame 4 directly.
+    frag.mark_gap()
+    with pytest.raises(ValueError, match="keyframe"):
+        frag.add(packets[20])
+    seen.append(fragment_fields(frag.add(packets[15])))
+    # The camera's clock steps back by 10 s, then leaps ahead by an hour.
+    for p, shift in ((packets[16], -150), (packets[17], -150), (packets[18], 3600 * FPS)):
+        moved = MediaPacket(data=p.data, pts=p.pts + shift, dts=p.dts + shift, duration=p.duration,
+                            keyframe=p.keyframe, arrival=p.arrival, stream=p.stream)
+        seen.append(fragment_fields(frag.add(moved)))
+    assert [s["dts"] for s in seen] == [i * seen[0]["duration"] for i in range(len(seen))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: a clear ValueError, never a crash
+
+
+def test_refuses_what_cannot_play() -> None:
+    info, packets = inband_stream(3)
+    with pytest.raises(ValueError, match="keyframe"):
+        LiveFragmenter(info, packets[1])
+    hevc = StreamInfo(codec="hevc", width=320, height=240, time_base=Fraction(1, FPS), fps=FPS)
+    with pytest.raises(ValueError, match="H.264 only"):
+        LiveFragmenter(hevc, packets[0])
+    slices_only = b"".join(b"\x00\x00\x00\x01" + n for n in annexb_nals(packets[0].data) if n[0] & 0x1F == 5)
+    bare = MediaPacket(data=slices_only, pts=0, dts=0, duration=1, keyframe=True, arrival=0.0, stream=info)
+    with pytest.raises(ValueError, match="no SPS/PPS"):
+        LiveFragmenter(info, bare)
+    frag = LiveFragmenter(info, packets[0])
+    with pytest.raises(ValueError, match="keyframe"):
+        frag.add(packets[1])  # the first fragment must be a keyframe
+    for data in (b"", b"\xff" * 64, b"\x00\x00\x01\xe5abc", b"\x00\x00\x00\x09abc"):
+        junk = MediaPacket(data=data, pts=0, dts=0, duration=1, keyframe=True, arrival=0.0, stream=info)
+        with pytest.raises(ValueError):
+            frag.add(junk)
+    frag.add(packets[0])
+    other = MediaPacket(data=packets[1].data, pts=1, dts=1, duration=1, keyframe=False, arrival=0.0,
+                        stream=StreamInfo(codec="h264", width=320, height=240, time_base=Fraction(1, FPS), fps=FPS))
+    with pytest.raises(ValueError, match="another stream"):
+        frag.add(other)
+    truncated = StreamInfo(codec="h264", width=320, height=240, time_base=Fraction(1, FPS), fps=FPS,
+                           extradata=b"\x01\x42\xc0\x14\xff\xe1\x00\x40\x67")
+    with pytest.raises(ValueError, match="avcC"):
+        LiveFragmenter(truncated, packets[0])
+
+
+def test_mangled_keyframes_raise_value_error_only() -> None:
+    """Random damage to the parameter sets and slices: ValueError or a working fragmenter, nothing else."""
+    info, packets = inband_stream(2)
+    rng = random.Random(12)
+    outcomes = {"refused": 0, "accepted": 0}
+    for _ in range(60):
+        data = bytearray(packets[0].data[:400])
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        p = MediaPacket(data=bytes(data), pts=0, dts=0, duration=1, keyframe=True, arrival=0.0, stream=info)
+        try:
+            frag = LiveFragmenter(info, p)
+            frag.add(p)
+            outcomes["accepted"] += 1
+        except ValueError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0 and outcomes["accepted"] > 0, outcomes
+
+
+# ---------------------------------------------------------------------------------------------
+# Chromium plays the fragments through Media Source Extensions
+
+PAGE = """<!doctype html><meta charset=utf-8><video id=v muted playsinline></video><script>
+window.play = async (name) => {
+  const meta = await (await fetch('/' + name + '.json')).json();
+  const blob = new Uint8Array(await (await fetch('/' + name + '.bin')).arrayBuffer());
+  if (!MediaSource.isTypeSupported(meta.mime)) return {error: 'unsupported ' + meta.mime};
+  const v = document.getElementById('v');
+  const ms = new MediaSource();
+  v.src = URL.createObjectURL(ms);
+  await new Promise((ok) => ms.addEventListener('sourceopen', ok, {once: true}));
+  const sb = ms.addSourceBuffer(meta.mime);
+  let pos = 0;
+  for (const size of meta.sizes) {  // one appendBuffer per message, as the WebSocket delivers them
+    sb.appendBuffer(blob.subarray(pos, pos + size));
+    pos += size;
+    await new Promise((ok, bad) => { sb.onupdateend = ok; sb.onerror = () => bad(new Error('append')); });
+  }
+  ms.endOfStream();
+  v.currentTime = v.buffered.start(0);
+  await v.play();
+  await new Promise((ok) => v.addEventListener('ended', ok, {once: true}));
+  return {frames: v.getVideoPlaybackQuality().totalVideoFrames, start: v.buffered.start(0),
+          end: v.buffered.end(0), ranges: v.buffered.length, width: v.videoWidth, error: v.error && v.error.message};
+};
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def mse_site() -> Iterator[tuple[str, dict[str, tuple[LiveFragmenter, list[bytes], int]]]]:
+    aiohttp_web = pytest.importorskip("aiohttp.web")
+    streams: dict[str, tuple[LiveFragmenter, list[bytes], int]] = {}
+    for name, (info, packets) in (("plain", inband_stream(30)), ("bframes", b_frame_stream(30))):
+        frag, fragments = fragment_all(info, packets)
+        streams[name] = (frag, fragments, len(packets))
+
+    async def page(request: Any) -> Any:
+        return aiohttp_web.Response(text=PAGE, content_type="text/html")
+
+    async def media(request: Any) -> Any:
+        frag, fragments, _ = streams[request.match_info["name"]]
+        if request.match_info["ext"] == "json":
+            sizes = [len(frag.init_segment), *map(len, fragments)]
+            return aiohttp_web.json_response({"mime": frag.mime, "sizes": sizes})
+        return aiohttp_web.Response(body=frag.init_segment + b"".join(fragments), content_type="video/mp4")
+
+    app = aiohttp_web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/{name}.{ext:json|bin}", media)
+    loop = asyncio.new_event_loop()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    runner = aiohttp_web.AppRunner(app, access_log=None)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(aiohttp_web.SockSite(runner, sock).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", streams
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_chromium_plays_plain_and_b_frame_streams(mse_site: Any, tmp_path: Path) -> None:
+    pytest.importorskip("playwright.sync_api")
+    base, streams = mse_site
+    with chromium(tmp_path / "profile", base) as browser:
+        page = browser.page()
+        page.goto(base + "/")
+        for name, (_frag, _fragments, count) in streams.items():
+            result = page.evaluate("(name) => window.play(name)", name)
+            print(name, result)
+            assert result.get("error") is None, (name, result, browser.console)
+            assert result["ranges"] == 1 and result["width"] == 320, (name, result)
+            # The buffered range covers the whole stream: every frame's duration, no hole.
+            assert result["end"] - result["start"] == pytest.approx(count / FPS, abs=0.5 / FPS), (name, result)
+            assert result["frames"] >= count - 2, (name, result)
+        assert not [u for u in (r["url"] for r in browser.requests) if not u.startswith(base)]
