@@ -27,6 +27,7 @@ starts at the first keyframe's composition offset (0 without B-frames): a player
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from fractions import Fraction
 from typing import Any
@@ -232,10 +233,8 @@ class LiveFragmenter:
             raise ValueError(f"FFmpeg cannot make an MP4 header for this stream: {exc}") from None
         finally:
             if container is not None:
-                try:
+                with contextlib.suppress(av.error.FFmpegError):
                     container.close()  # what it writes now (the buffered sample, mfra) is not ours
-                except av.error.FFmpegError:
-                    pass
         top = _iter_boxes(init)
         if [b[0] for b in top] != [b"ftyp", b"moov"]:
             raise ValueError("FFmpeg did not write an ftyp+moov init segment for this stream")
