@@ -87,6 +87,28 @@ def as_length_prefixed(info: StreamInfo, packets: list[MediaPacket]) -> tuple[St
     return new, out
 
 
+def restamp(packets: list[MediaPacket], info: StreamInfo, offset: int) -> list[MediaPacket]:
+    """`packets` as if they came later in the connection described by `info` (an in-band change)."""
+    return [MediaPacket(data=p.data, pts=p.pts + offset, dts=p.dts + offset, duration=p.duration,
+                        keyframe=p.keyframe, arrival=p.arrival, stream=info) for p in packets]
+
+
+def resolution_switch() -> tuple[LiveFragmenter, list[bytes], LiveFragmenter, list[bytes]]:
+    """320x240, then the camera changes to 640x360 in-band (same connection, same StreamInfo)."""
+    info, first = inband_stream(15)
+    src = SyntheticSource(f"synthetic:?size=640x360&fps={FPS}&gop=1&realtime=0")
+    src.open()
+    second = restamp([p for p in (src.read() for _ in range(15)) if p is not None], info, 15)
+    src.close()
+    a = LiveFragmenter(info, first[0])
+    fa = [a.add(p) for p in first]
+    assert not any(a.needs_new_init(p) for p in first)
+    assert a.needs_new_init(second[0])
+    b = LiveFragmenter(info, second[0], after=a)
+    fb = [b.add(p) for p in second]
+    return a, fa, b, fb
+
+
 def boxes(data: bytes, start: int = 0, end: int | None = None) -> list[tuple[bytes, bytes]]:
     """(type, payload) of the top-level boxes in data[start:end]."""
     end = len(data) if end is None else end
@@ -211,6 +233,14 @@ def test_gap_and_clock_jumps_keep_the_timeline_continuous() -> None:
     assert [s["dts"] for s in seen] == [i * seen[0]["duration"] for i in range(len(seen))]
 
 
+def test_in_band_parameter_change_asks_for_a_new_init_and_the_timeline_goes_on() -> None:
+    a, fa, b, fb = resolution_switch()
+    assert fragment_fields(fb[0])["dts"] * a.timescale == b.timescale * (fragment_fields(fa[-1])["dts"]
+                                                                         + fragment_fields(fa[-1])["duration"])
+    assert a.end_seconds == pytest.approx(15 / FPS) and b.end_seconds == pytest.approx(30 / FPS)
+    assert b.init_segment != a.init_segment
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: a clear ValueError, never a crash
 
@@ -278,7 +308,8 @@ window.play = async (name) => {
   await new Promise((ok) => ms.addEventListener('sourceopen', ok, {once: true}));
   const sb = ms.addSourceBuffer(meta.mime);
   let pos = 0;
-  for (const size of meta.sizes) {  // one appendBuffer per message, as the WebSocket delivers them
+  for (const [i, size] of meta.sizes.entries()) {  // one appendBuffer per message, as the WebSocket sends them
+    if (meta.mimes[i]) sb.changeType(meta.mimes[i]);  // a new {"type": "mse"} message, then its init
     sb.appendBuffer(blob.subarray(pos, pos + size));
     pos += size;
     await new Promise((ok, bad) => { sb.onupdateend = ok; sb.onerror = () => bad(new Error('append')); });
@@ -294,22 +325,25 @@ window.play = async (name) => {
 
 
 @pytest.fixture(scope="module")
-def mse_site() -> Iterator[tuple[str, dict[str, tuple[LiveFragmenter, list[bytes], int]]]]:
+def mse_site() -> Iterator[tuple[str, dict[str, tuple[list[bytes], dict[int, str], int]]]]:
     aiohttp_web = pytest.importorskip("aiohttp.web")
-    streams: dict[str, tuple[LiveFragmenter, list[bytes], int]] = {}
+    streams: dict[str, tuple[list[bytes], dict[int, str], int]] = {}
     for name, (info, packets) in (("plain", inband_stream(30)), ("bframes", b_frame_stream(30))):
         frag, fragments = fragment_all(info, packets)
-        streams[name] = (frag, fragments, len(packets))
+        streams[name] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
+    a, fa, b, fb = resolution_switch()
+    streams["switch"] = ([a.init_segment, *fa, b.init_segment, *fb], {0: a.mime, len(fa) + 1: b.mime},
+                         len(fa) + len(fb))
 
     async def page(request: Any) -> Any:
         return aiohttp_web.Response(text=PAGE, content_type="text/html")
 
     async def media(request: Any) -> Any:
-        frag, fragments, _ = streams[request.match_info["name"]]
+        segments, mimes, _ = streams[request.match_info["name"]]
         if request.match_info["ext"] == "json":
-            sizes = [len(frag.init_segment), *map(len, fragments)]
-            return aiohttp_web.json_response({"mime": frag.mime, "sizes": sizes})
-        return aiohttp_web.Response(body=frag.init_segment + b"".join(fragments), content_type="video/mp4")
+            return aiohttp_web.json_response({"mime": mimes[0], "sizes": [len(s) for s in segments],
+                                              "mimes": [mimes.get(i) for i in range(len(segments))]})
+        return aiohttp_web.Response(body=b"".join(segments), content_type="video/mp4")
 
     app = aiohttp_web.Application()
     app.router.add_get("/", page)
@@ -332,16 +366,17 @@ def mse_site() -> Iterator[tuple[str, dict[str, tuple[LiveFragmenter, list[bytes
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_chromium_plays_plain_and_b_frame_streams(mse_site: Any, tmp_path: Path) -> None:
+def test_chromium_plays_plain_b_frame_and_resolution_switching_streams(mse_site: Any, tmp_path: Path) -> None:
     pytest.importorskip("playwright.sync_api")
     base, streams = mse_site
     with chromium(tmp_path / "profile", base) as browser:
         page = browser.page()
         page.goto(base + "/")
-        for name, (_frag, _fragments, count) in streams.items():
+        for name, (_segments, _mimes, count) in streams.items():
             result = page.evaluate("(name) => window.play(name)", name)
             assert result.get("error") is None, (name, result, browser.console)
-            assert result["ranges"] == 1 and result["width"] == 320, (name, result)
+            assert result["ranges"] == 1, (name, result)
+            assert result["width"] == (640 if name == "switch" else 320), (name, result)
             # The buffered range covers the whole stream: every frame's duration, no hole.
             assert result["end"] - result["start"] == pytest.approx(count / FPS, abs=0.5 / FPS), (name, result)
             assert result["frames"] >= count - 2, (name, result)

@@ -18,6 +18,10 @@ Who writes which box, and why:
   or on `av_write_frame(NULL)`, which PyAV does not expose: its fragments would lag one frame
   (67 ms at 15 fps, 1 s on a 1 fps sub-stream) behind the camera.
 
+A camera that changes its SPS/PPS in-band (resolution, profile) without reconnecting is noticed
+by `needs_new_init`; the caller then sends a new MIME message and init segment from a new
+LiveFragmenter made with ``after=`` the old one (Chromium then shows the new size).
+
 Timeline: decode times start at 0 for the first keyframe and stay continuous. After the hub
 dropped packets (`mark_gap()`), or when the camera's clock jumps, the next keyframe is placed
 right after the previous frame instead of leaving a hole the browser would stall in. Presentation
@@ -142,12 +146,14 @@ class LiveFragmenter:
 
     `first_keyframe` supplies the SPS/PPS when the stream has no extradata; it is not muxed by the
     constructor: pass it to `add()` too (the first packet added must be a keyframe). A new stream
-    (`StreamStart`, a reconnect or resolution change) needs a new LiveFragmenter and a new init segment.
+    (`StreamStart`, a reconnect or resolution change, `needs_new_init`) needs a new LiveFragmenter and
+    a new init segment; with ``after=`` the old one, its timeline continues where the old one ended,
+    so the browser keeps appending to the same SourceBuffer.
     Raises ValueError (one line) for what cannot be played: another codec, no SPS/PPS, a packet that
     is neither Annex B nor length-prefixed, a start without a keyframe.
     """
 
-    def __init__(self, info: StreamInfo, first_keyframe: MediaPacket) -> None:
+    def __init__(self, info: StreamInfo, first_keyframe: MediaPacket, *, after: LiveFragmenter | None = None) -> None:
         if info.codec != "h264":
             raise ValueError(f"live MP4 supports H.264 only, not {info.codec!r}")
         if not first_keyframe.keyframe:
@@ -172,12 +178,15 @@ class LiveFragmenter:
             raise ValueError("the stream has no SPS/PPS (neither in its extradata nor in the first keyframe)")
         if len(sps[0]) < 4:
             raise ValueError("the stream's SPS is truncated")
+        self._parameter_sets = (sps, pps)
         self.codecs = "avc1." + sps[0][1:4].hex()
         self.mime = f'video/mp4; codecs="{self.codecs}"'
         self.init_segment, self.track_id, self.timescale = self._make_init(sps, pps, nals)
         self._scale = Fraction(info.time_base) * self.timescale
         self._origin: int | None = None  # stream dts that maps to `_origin_out`
-        self._origin_out = 0
+        # Output time (timescale units) of this fragmenter's first frame.
+        self._start_out = round(after.end_seconds * self.timescale) if after is not None else 0
+        self._origin_out = self._start_out
         self._next_dts: int | None = None  # output dts (timescale units) where the next frame is expected
         self._last_dts = -1
         self._rebase = False
@@ -247,6 +256,23 @@ class LiveFragmenter:
             raise ValueError("FFmpeg wrote an init segment without a timescale")
         return init, track_id, timescale
 
+    @property
+    def end_seconds(self) -> float:
+        """Where the timeline ends: the decode time (in seconds) at which the next frame goes."""
+        return (self._next_dts if self._next_dts is not None else self._start_out) / self.timescale
+
+    def needs_new_init(self, packet: MediaPacket) -> bool:
+        """True for a keyframe whose in-band SPS/PPS differ from the init segment's (a camera that
+        changed resolution or profile without reconnecting). The caller then starts a new
+        LiveFragmenter from this packet and sends its `mime` and `init_segment` before its fragments.
+        """
+        if not packet.keyframe:
+            return False
+        nals = self._nal_units(packet)
+        sps = [n for n in nals if n[0] & 0x1F == _NAL_SPS]
+        pps = [n for n in nals if n[0] & 0x1F == _NAL_PPS]
+        return bool(sps and pps) and (sps, pps) != self._parameter_sets
+
     def mark_gap(self) -> None:
         """Packets were lost (the hub's `Gap`): the next keyframe continues the timeline without a hole."""
         self._rebase = True
@@ -281,7 +307,7 @@ class LiveFragmenter:
 
     def _place(self, stream_dts: int) -> None:
         self._origin = stream_dts
-        self._origin_out = self._next_dts if self._next_dts is not None else 0
+        self._origin_out = self._next_dts if self._next_dts is not None else self._start_out
 
     def _out(self, stream_ticks: int) -> int:
         assert self._origin is not None
