@@ -8,6 +8,7 @@ only in the extradata, and the same one as MP4-style length-prefixed packets wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import shutil
@@ -24,6 +25,7 @@ import av
 import pytest
 
 from camrec.sources.base import MediaPacket, StreamInfo
+from camrec.sources.rtsp import RtspSource
 from camrec.sources.synthetic import SyntheticScene, SyntheticSource
 from camrec.web.live.fmp4 import LiveFragmenter
 from tests.support.web_browser import CHROMIUM, chromium
@@ -212,6 +214,10 @@ def test_length_prefixed_packets_give_the_same_fragments(tmp_path: Path) -> None
     b, fb = fragment_all(avcc_info, avcc_packets)
     assert a.mime == b.mime
     assert fa == fb  # same NAL units, same timing: the input form leaves no trace
+    # An avcC record with Annex B packets (sources that convert one but not the other) works too.
+    mixed = restamp(packets, avcc_info, 0)
+    c, fc = fragment_all(avcc_info, mixed)
+    assert fc == fa and c.init_segment == b.init_segment
     probe = ffprobe(b.init_segment + b"".join(fb), tmp_path, "-count_frames", "-show_streams")
     assert int(probe["streams"][0]["nb_read_frames"]) == len(packets)
 
@@ -324,16 +330,13 @@ window.play = async (name) => {
 </script>"""
 
 
-@pytest.fixture(scope="module")
-def mse_site() -> Iterator[tuple[str, dict[str, tuple[list[bytes], dict[int, str], int]]]]:
+Streams = dict[str, tuple[list[bytes], dict[int, str], int]]  # name: (segments, mime per segment index, frames)
+
+
+@contextlib.contextmanager
+def serve(streams: Streams) -> Iterator[str]:
+    """A throwaway aiohttp app on 127.0.0.1: the page, and per stream its segments and their MIME types."""
     aiohttp_web = pytest.importorskip("aiohttp.web")
-    streams: dict[str, tuple[list[bytes], dict[int, str], int]] = {}
-    for name, (info, packets) in (("plain", inband_stream(30)), ("bframes", b_frame_stream(30))):
-        frag, fragments = fragment_all(info, packets)
-        streams[name] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
-    a, fa, b, fb = resolution_switch()
-    streams["switch"] = ([a.init_segment, *fa, b.init_segment, *fb], {0: a.mime, len(fa) + 1: b.mime},
-                         len(fa) + len(fb))
 
     async def page(request: Any) -> Any:
         return aiohttp_web.Response(text=PAGE, content_type="text/html")
@@ -357,7 +360,7 @@ def mse_site() -> Iterator[tuple[str, dict[str, tuple[list[bytes], dict[int, str
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", streams
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -365,19 +368,56 @@ def mse_site() -> Iterator[tuple[str, dict[str, tuple[list[bytes], dict[int, str
         loop.close()
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_chromium_plays_plain_b_frame_and_resolution_switching_streams(mse_site: Any, tmp_path: Path) -> None:
+def play_in_chromium(streams: Streams, profile: Path, fps: float) -> dict[str, dict[str, Any]]:
+    """Plays every stream to its end through MSE; what the <video> element reports, per stream."""
     pytest.importorskip("playwright.sync_api")
-    base, streams = mse_site
-    with chromium(tmp_path / "profile", base) as browser:
+    results = {}
+    with serve(streams) as base, chromium(profile, base) as browser:
         page = browser.page()
         page.goto(base + "/")
         for name, (_segments, _mimes, count) in streams.items():
             result = page.evaluate("(name) => window.play(name)", name)
             assert result.get("error") is None, (name, result, browser.console)
             assert result["ranges"] == 1, (name, result)
-            assert result["width"] == (640 if name == "switch" else 320), (name, result)
             # The buffered range covers the whole stream: every frame's duration, no hole.
-            assert result["end"] - result["start"] == pytest.approx(count / FPS, abs=0.5 / FPS), (name, result)
-            assert result["frames"] >= count - 2, (name, result)
+            assert result["end"] - result["start"] == pytest.approx(count / fps, abs=0.5 / fps), (name, result)
+            assert result["frames"] >= count - 2, (name, result)  # totalVideoFrames grew with every frame
+            results[name] = result
         assert not [u for u in (r["url"] for r in browser.requests) if not u.startswith(base)]
+    return results
+
+
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+
+
+@needs_chromium
+def test_chromium_plays_plain_b_frame_and_resolution_switching_streams(tmp_path: Path) -> None:
+    streams: Streams = {}
+    for name, (info, packets) in (("plain", inband_stream(30)), ("bframes", b_frame_stream(30))):
+        frag, fragments = fragment_all(info, packets)
+        streams[name] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
+    a, fa, b, fb = resolution_switch()
+    streams["switch"] = ([a.init_segment, *fa, b.init_segment, *fb], {0: a.mime, len(fa) + 1: b.mime},
+                         len(fa) + len(fb))
+    results = play_in_chromium(streams, tmp_path / "profile", FPS)
+    assert {name: r["width"] for name, r in results.items()} == {"plain": 320, "bframes": 320, "switch": 640}
+
+
+@needs_chromium
+def test_chromium_plays_a_real_rtsp_camera_with_jittery_timestamps(rtsp_camera: Any, tmp_path: Path) -> None:
+    """gst-rtsp-server stamps frames with its clock: dts steps of 5978..6032 ticks with 6000-tick durations."""
+    src = RtspSource(rtsp_camera.url("/cam"))
+    info = src.open()
+    packets: list[MediaPacket] = []
+    try:
+        while len(packets) < 30:
+            packet = src.read()
+            assert packet is not None
+            if packets or packet.keyframe:
+                packets.append(packet)
+    finally:
+        src.close()
+    frag, fragments = fragment_all(info, packets)
+    results = play_in_chromium({"rtsp": ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))},
+                               tmp_path / "profile", info.fps)
+    assert results["rtsp"]["width"] == info.width

@@ -195,21 +195,24 @@ class LiveFragmenter:
         self.bytes_out = len(self.init_segment)
 
     def _nal_units(self, packet: MediaPacket) -> list[bytes]:
+        """The packet's NAL units, whichever form it came in; ValueError when it is no H.264 at all."""
         data = packet.data
         if not data:
             raise ValueError("empty video packet")
-        nals = None
+        if len(data) > 0x7FFF0000:  # mdat and trun sizes are 32-bit
+            raise ValueError("video packet too large")
+        # The extradata says which form to expect; the other one is tried too, since a start code
+        # and a 4-byte length can look alike. A NAL with the forbidden bit set means a wrong guess.
         if self._avcc_length_size is not None:
-            nals = _split_length_prefixed(data, self._avcc_length_size)
-        if nals is None:
-            nals = _split_annexb(data)
-        if nals is None and self._avcc_length_size is None:
-            nals = _split_length_prefixed(data, 4)
-        if nals is None:
-            raise ValueError("video packet is neither Annex B nor length-prefixed H.264")
-        if any(n[0] & 0x80 for n in nals):  # forbidden_zero_bit: not H.264 at all
-            raise ValueError("video packet holds a NAL unit with the forbidden bit set")
-        return nals
+            attempts = (lambda: _split_length_prefixed(data, self._avcc_length_size or 4),
+                        lambda: _split_annexb(data))
+        else:
+            attempts = (lambda: _split_annexb(data), lambda: _split_length_prefixed(data, 4))
+        for attempt in attempts:
+            nals = attempt()
+            if nals and not any(n[0] & 0x80 for n in nals):
+                return nals
+        raise ValueError("video packet is neither Annex B nor length-prefixed H.264")
 
     def _make_init(self, sps: list[bytes], pps: list[bytes], nals: list[bytes]) -> tuple[bytes, int, int]:
         """ftyp+moov from FFmpeg's mov muxer; also the track id and timescale our fragments must use."""
