@@ -225,7 +225,9 @@ def test_length_prefixed_packets_give_the_same_fragments(tmp_path: Path) -> None
 def test_gap_and_clock_jumps_keep_the_timeline_continuous() -> None:
     info, packets = inband_stream(45)  # keyframes at 0, 15, 30
     frag = LiveFragmenter(info, packets[0])
-    seen = [fragment_fields(frag.add(p)) for p in packets[:5]]
+    seen = [fragment_fields(frag.add(p)) for p in packets[:4]]
+    # Two frames' time without a frame (Chromium would stall at such a hole for good).
+    seen.append(fragment_fields(frag.add(restamp([packets[4]], info, 2)[0])))
     # The hub dropped packets 5..14 (Gap): the keyframe at 15 follows frame 4 directly.
     frag.mark_gap()
     with pytest.raises(ValueError, match="keyframe"):
@@ -233,9 +235,7 @@ def test_gap_and_clock_jumps_keep_the_timeline_continuous() -> None:
     seen.append(fragment_fields(frag.add(packets[15])))
     # The camera's clock steps back by 10 s, then leaps ahead by an hour.
     for p, shift in ((packets[16], -150), (packets[17], -150), (packets[18], 3600 * FPS)):
-        moved = MediaPacket(data=p.data, pts=p.pts + shift, dts=p.dts + shift, duration=p.duration,
-                            keyframe=p.keyframe, arrival=p.arrival, stream=p.stream)
-        seen.append(fragment_fields(frag.add(moved)))
+        seen.extend(fragment_fields(frag.add(moved)) for moved in restamp([p], info, shift))
     assert [s["dts"] for s in seen] == [i * seen[0]["duration"] for i in range(len(seen))]
 
 
@@ -304,7 +304,7 @@ def test_mangled_keyframes_raise_value_error_only() -> None:
 # Chromium plays the fragments through Media Source Extensions
 
 PAGE = """<!doctype html><meta charset=utf-8><video id=v muted playsinline></video><script>
-window.play = async (name) => {
+window.play = async ([name, timeoutMs]) => {
   const meta = await (await fetch('/' + name + '.json')).json();
   const blob = new Uint8Array(await (await fetch('/' + name + '.bin')).arrayBuffer());
   if (!MediaSource.isTypeSupported(meta.mime)) return {error: 'unsupported ' + meta.mime};
@@ -323,8 +323,10 @@ window.play = async (name) => {
   ms.endOfStream();
   v.currentTime = v.buffered.start(0);
   await v.play();
-  await new Promise((ok) => v.addEventListener('ended', ok, {once: true}));
-  return {frames: v.getVideoPlaybackQuality().totalVideoFrames, start: v.buffered.start(0),
+  // A stream that stalls (at a hole in the timeline) never ends: report where it stands instead.
+  await Promise.race([new Promise((ok) => v.addEventListener('ended', ok, {once: true})),
+                      new Promise((ok) => setTimeout(ok, timeoutMs))]);
+  return {ended: v.ended, frames: v.getVideoPlaybackQuality().totalVideoFrames, start: v.buffered.start(0),
           end: v.buffered.end(0), ranges: v.buffered.length, width: v.videoWidth, error: v.error && v.error.message};
 };
 </script>"""
@@ -376,8 +378,9 @@ def play_in_chromium(streams: Streams, profile: Path, fps: float) -> dict[str, d
         page = browser.page()
         page.goto(base + "/")
         for name, (_segments, _mimes, count) in streams.items():
-            result = page.evaluate("(name) => window.play(name)", name)
+            result = page.evaluate("(args) => window.play(args)", [name, 3000 + 1000 * count / fps])
             assert result.get("error") is None, (name, result, browser.console)
+            assert result["ended"], (name, result)
             assert result["ranges"] == 1, (name, result)
             # The buffered range covers the whole stream: every frame's duration, no hole.
             assert result["end"] - result["start"] == pytest.approx(count / fps, abs=0.5 / fps), (name, result)
@@ -396,11 +399,16 @@ def test_chromium_plays_plain_b_frame_and_resolution_switching_streams(tmp_path:
     for name, (info, packets) in (("plain", inband_stream(30)), ("bframes", b_frame_stream(30))):
         frag, fragments = fragment_all(info, packets)
         streams[name] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
+    # Half a second without frames (a camera pause): played through, not stalled at a hole.
+    info, packets = inband_stream(30)
+    frag, fragments = fragment_all(info, packets[:15] + restamp(packets[15:], info, FPS // 2))
+    streams["pause"] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
     a, fa, b, fb = resolution_switch()
     streams["switch"] = ([a.init_segment, *fa, b.init_segment, *fb], {0: a.mime, len(fa) + 1: b.mime},
                          len(fa) + len(fb))
     results = play_in_chromium(streams, tmp_path / "profile", FPS)
-    assert {name: r["width"] for name, r in results.items()} == {"plain": 320, "bframes": 320, "switch": 640}
+    assert {name: r["width"] for name, r in results.items()} == {"plain": 320, "bframes": 320, "pause": 320,
+                                                                "switch": 640}
 
 
 @needs_chromium

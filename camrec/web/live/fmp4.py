@@ -22,9 +22,11 @@ A camera that changes its SPS/PPS in-band (resolution, profile) without reconnec
 by `needs_new_init`; the caller then sends a new MIME message and init segment from a new
 LiveFragmenter made with ``after=`` the old one (Chromium then shows the new size).
 
-Timeline: decode times start at 0 for the first keyframe and stay continuous. After the hub
-dropped packets (`mark_gap()`), or when the camera's clock jumps, the next keyframe is placed
-right after the previous frame instead of leaving a hole the browser would stall in. Presentation
+Timeline: decode times start at 0 for the first keyframe and stay continuous: Chromium stops for
+good at a hole of even two frames in a SourceBuffer, so after lost packets (the hub's `Gap`), a
+camera pause or a clock step the next frame is placed right after the previous one. Each frame
+lasts as long as the camera's last step between frames (its own duration for the first), so the
+timeline follows the real frame rate and the buffer neither drains nor grows. Presentation
 starts at the first keyframe's composition offset (0 without B-frames): a player should start at
 `video.buffered.start(0)`.
 """
@@ -43,7 +45,6 @@ from camrec.sources.base import MediaPacket, StreamInfo
 __all__ = ["LiveFragmenter"]
 
 _NAL_SPS, _NAL_PPS, _NAL_IDR = 7, 8, 5
-_MAX_JUMP_SECONDS = 2.0  # a dts jump larger than this is a camera clock step, not a real pause
 # trun sample flags (ISO/IEC 14496-12 8.8.3.1): a sync sample depends on nothing; others are non-sync.
 _SYNC_FLAGS = 0x02000000
 _NON_SYNC_FLAGS = 0x01010000
@@ -189,6 +190,7 @@ class LiveFragmenter:
         self._origin_out = self._start_out
         self._next_dts: int | None = None  # output dts (timescale units) where the next frame is expected
         self._last_dts = -1
+        self._last_duration = 0
         self._rebase = False
         self._sequence = 0
         self.fragments = 0
@@ -291,16 +293,22 @@ class LiveFragmenter:
             self._place(packet.dts)
             self._rebase = False
         dts = self._out(packet.dts)
-        if self._next_dts is not None and (dts < self._last_dts + 1
-                                           or dts - self._next_dts > _MAX_JUMP_SECONDS * self.timescale):
-            # The camera's clock went back or leapt: continue where the previous frame ended.
+        if self._next_dts is not None and (dts <= self._last_dts or dts - self._next_dts > self._last_duration // 2):
+            # A hole in the timeline (lost frames, a camera pause, a clock step; even 2 frames)
+            # stalls Chromium at its edge for good, and a clock going back would overwrite what the
+            # browser has: continue right where the previous frame ended.
             self._place(packet.dts)
             dts = self._out(packet.dts)
         cto = max(0, self._out(packet.pts) - dts)
-        duration = round(packet.duration * self._scale)
-        if duration <= 0:
-            duration = max(1, round(self.timescale / (self.info.fps or 15)))
+        nominal = round(packet.duration * self._scale)
+        if nominal <= 0:
+            nominal = max(1, round(self.timescale / (self.info.fps or 15)))
+        # The next frame's time is unknown yet: the camera's last real step is the best guess (it
+        # follows a frame-rate change at night), within reason; else the packet's own duration.
+        step = dts - self._last_dts if self._next_dts is not None else 0
+        duration = step if 0 < step <= 2 * nominal else nominal
         self._last_dts = dts
+        self._last_duration = duration
         self._next_dts = dts + duration
         self._sequence += 1
         fragment = self._fragment(nals, dts, duration, cto, packet.keyframe)
