@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import shutil
@@ -298,6 +299,35 @@ def test_mangled_keyframes_raise_value_error_only() -> None:
             assert "\n" not in str(exc)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 0 and outcomes["accepted"] > 0, outcomes
+
+
+def _fields(p: MediaPacket) -> dict[str, Any]:
+    return {"data": p.data, "pts": p.pts, "dts": p.dts, "duration": p.duration, "keyframe": p.keyframe,
+            "arrival": p.arrival, "stream": p.stream}
+
+
+def test_hostile_timestamps_raise_value_error_or_stay_continuous() -> None:
+    info, packets = inband_stream(16)
+    frag = LiveFragmenter(info, packets[0])
+    # A refused first keyframe leaves the fragmenter waiting for a keyframe still.
+    with pytest.raises(ValueError, match="pts far beyond dts"):
+        frag.add(MediaPacket(**{**_fields(packets[0]), "pts": 10**9}))
+    with pytest.raises(ValueError, match="keyframe"):
+        frag.add(packets[1])
+    rng = random.Random(5)
+    seen = []
+    for p in packets:
+        dts = rng.choice([p.dts, -(2**62), 2**62, rng.randrange(-(10**9), 10**9)])
+        pts = rng.choice([dts, dts + 1, dts - 5, dts + 10**12])
+        duration = rng.choice([p.duration, 0, -3, 10**15])
+        packet = MediaPacket(data=p.data, pts=pts, dts=dts, duration=duration, keyframe=p.keyframe,
+                             arrival=0.0, stream=info)
+        try:
+            seen.append(fragment_fields(frag.add(packet)))
+        except ValueError as exc:
+            assert "pts far beyond dts" in str(exc)
+    assert len(seen) > 3
+    assert all(b["dts"] == a["dts"] + a["duration"] for a, b in itertools.pairwise(seen))
 
 
 # ---------------------------------------------------------------------------------------------

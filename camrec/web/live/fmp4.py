@@ -44,7 +44,8 @@ from camrec.sources.base import MediaPacket, StreamInfo
 
 __all__ = ["LiveFragmenter"]
 
-_NAL_SPS, _NAL_PPS, _NAL_IDR = 7, 8, 5
+_NAL_SPS, _NAL_PPS = 7, 8
+_MAX_OFFSET_SECONDS = 10  # no real B-frame is shown this long after its decode time, nor lasts this long
 # trun sample flags (ISO/IEC 14496-12 8.8.3.1): a sync sample depends on nothing; others are non-sync.
 _SYNC_FLAGS = 0x02000000
 _NON_SYNC_FLAGS = 0x01010000
@@ -184,7 +185,8 @@ class LiveFragmenter:
         self.mime = f'video/mp4; codecs="{self.codecs}"'
         self.init_segment, self.track_id, self.timescale = self._make_init(sps, pps, nals)
         self._scale = Fraction(info.time_base) * self.timescale
-        self._origin: int | None = None  # stream dts that maps to `_origin_out`
+        self._started = False
+        self._origin = 0  # stream dts that maps to `_origin_out`
         # Output time (timescale units) of this fragmenter's first frame.
         self._start_out = round(after.end_seconds * self.timescale) if after is not None else 0
         self._origin_out = self._start_out
@@ -287,26 +289,29 @@ class LiveFragmenter:
         if packet.stream is not self.info:
             raise ValueError("the packet belongs to another stream: start a new LiveFragmenter")
         nals = self._nal_units(packet)
-        if self._origin is None or self._rebase:
-            if not packet.keyframe:
-                raise ValueError("live MP4 must start (and resume after a gap) with a keyframe")
-            self._place(packet.dts)
-            self._rebase = False
-        dts = self._out(packet.dts)
+        # Everything is worked out before any state changes: a refused packet leaves no trace.
+        starting = not self._started or self._rebase
+        if starting and not packet.keyframe:
+            raise ValueError("live MP4 must start (and resume after a gap) with a keyframe")
+        continue_at = self._next_dts if self._next_dts is not None else self._start_out
+        origin, origin_out = (packet.dts, continue_at) if starting else (self._origin, self._origin_out)
+        dts = origin_out + round((packet.dts - origin) * self._scale)
         if self._next_dts is not None and (dts <= self._last_dts or dts - self._next_dts > self._last_duration // 2):
             # A hole in the timeline (lost frames, a camera pause, a clock step; even 2 frames)
             # stalls Chromium at its edge for good, and a clock going back would overwrite what the
             # browser has: continue right where the previous frame ended.
-            self._place(packet.dts)
-            dts = self._out(packet.dts)
-        cto = max(0, self._out(packet.pts) - dts)
+            origin, origin_out, dts = packet.dts, continue_at, continue_at
+        cto = max(0, origin_out + round((packet.pts - origin) * self._scale) - dts)
+        if cto > _MAX_OFFSET_SECONDS * self.timescale:
+            raise ValueError("video packet shown implausibly long after it is decoded (pts far beyond dts)")
         nominal = round(packet.duration * self._scale)
-        if nominal <= 0:
+        if not 0 < nominal <= _MAX_OFFSET_SECONDS * self.timescale:
             nominal = max(1, round(self.timescale / (self.info.fps or 15)))
         # The next frame's time is unknown yet: the camera's last real step is the best guess (it
         # follows a frame-rate change at night), within reason; else the packet's own duration.
         step = dts - self._last_dts if self._next_dts is not None else 0
         duration = step if 0 < step <= 2 * nominal else nominal
+        self._origin, self._origin_out, self._started, self._rebase = origin, origin_out, True, False
         self._last_dts = dts
         self._last_duration = duration
         self._next_dts = dts + duration
@@ -315,14 +320,6 @@ class LiveFragmenter:
         self.fragments += 1
         self.bytes_out += len(fragment)
         return fragment
-
-    def _place(self, stream_dts: int) -> None:
-        self._origin = stream_dts
-        self._origin_out = self._next_dts if self._next_dts is not None else self._start_out
-
-    def _out(self, stream_ticks: int) -> int:
-        assert self._origin is not None
-        return self._origin_out + round((stream_ticks - self._origin) * self._scale)
 
     def _fragment(self, nals: list[bytes], dts: int, duration: int, cto: int, keyframe: bool) -> bytes:
         payload = b"".join(struct.pack(">I", len(n)) + n for n in nals)
