@@ -12,7 +12,7 @@ Who writes which box, and why:
   them in-band; the RTSP SDP's copy can be stale or absent), else those of `extradata`.
   The stream is added with `add_mux_stream` on purpose: `add_stream("h264")` opens a libx264
   *encoder*, which replaces the extradata we set with its own SPS/PPS.
-- The media fragments are written here (a 112-byte `moof` and the `mdat` header). FFmpeg's mov
+- The media fragments are written here (a 104-byte `moof` and an 8-byte `mdat` header). FFmpeg's mov
   muxer only closes a fragment when the *next* packet arrives (`frag_every_frame` and
   `frag_keyframe` are checked on the incoming packet; the packet duration does not change that),
   or on `av_write_frame(NULL)`, which PyAV does not expose: its fragments would lag one frame
@@ -29,6 +29,23 @@ lasts as long as the camera's last step between frames (its own duration for the
 timeline follows the real frame rate and the buffer neither drains nor grows. Presentation
 starts at the first keyframe's composition offset (0 without B-frames): a player should start at
 `video.buffered.start(0)`.
+
+Use with a hub subscription (queue mode), in the viewer's task::
+
+    frag = None
+    async for item in sub:
+        if isinstance(item, Gap) and frag:
+            frag.mark_gap()
+        elif isinstance(item, MediaPacket):
+            if frag is None or item.stream is not frag.info or frag.needs_new_init(item):
+                if not item.keyframe:
+                    continue                       # a stream seen from its start may begin without one
+                frag = LiveFragmenter(item.stream, item, after=frag)
+                send_text({"type": "mse", "value": frag.mime}); send_bytes(frag.init_segment)
+            send_bytes(frag.add(item))
+
+Not thread-safe; the constructor costs about 1 ms (FFmpeg writes the header), `add()` about
+0.05 ms per 1080p frame.
 """
 
 from __future__ import annotations
