@@ -400,20 +400,24 @@ def serve(streams: Streams) -> Iterator[str]:
         loop.close()
 
 
-def play_in_chromium(streams: Streams, profile: Path, fps: float) -> dict[str, dict[str, Any]]:
-    """Plays every stream to its end through MSE; what the <video> element reports, per stream."""
+def play_in_chromium(streams: Streams, profile: Path, fps: float,
+                     seconds_of: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
+    """Plays every stream to its end through MSE (`count / fps` seconds long unless `seconds_of`
+    says otherwise); what the <video> element reports, per stream."""
+    seconds_of = seconds_of or {}
     pytest.importorskip("playwright.sync_api")
     results = {}
     with serve(streams) as base, chromium(profile, base) as browser:
         page = browser.page()
         page.goto(base + "/")
         for name, (_segments, _mimes, count) in streams.items():
-            result = page.evaluate("(args) => window.play(args)", [name, 3000 + 1000 * count / fps])
+            seconds = seconds_of.get(name, count / fps)
+            result = page.evaluate("(args) => window.play(args)", [name, 3000 + 1000 * seconds])
             assert result.get("error") is None, (name, result, browser.console)
             assert result["ended"], (name, result)
             assert result["ranges"] == 1, (name, result)
             # The buffered range covers the whole stream: every frame's duration, no hole.
-            assert result["end"] - result["start"] == pytest.approx(count / fps, abs=0.5 / fps), (name, result)
+            assert result["end"] - result["start"] == pytest.approx(seconds, abs=0.5 / fps), (name, result)
             assert result["frames"] >= count - 2, (name, result)  # totalVideoFrames grew with every frame
             results[name] = result
         assert not [u for u in (r["url"] for r in browser.requests) if not u.startswith(base)]
@@ -433,12 +437,20 @@ def test_chromium_plays_plain_b_frame_and_resolution_switching_streams(tmp_path:
     info, packets = inband_stream(30)
     frag, fragments = fragment_all(info, packets[:15] + restamp(packets[15:], info, FPS // 2))
     streams["pause"] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
+    # The frame rate halves (a camera's night mode): frames last as long as the camera's real steps.
+    slower = packets[:15] + [MediaPacket(**{**_fields(p), "pts": 2 * p.pts - 15, "dts": 2 * p.dts - 15})
+                             for p in packets[15:]]
+    frag, fragments = fragment_all(info, slower)
+    streams["slower"] = ([frag.init_segment, *fragments], {0: frag.mime}, len(packets))
+    seconds_of = {"slower": frag.end_seconds}
+    # 16 frames of 1/15 s (the first longer step is closed like a hole), then 14 of 2/15 s.
+    assert frag.end_seconds == pytest.approx((16 + 2 * 14) / FPS)
     a, fa, b, fb = resolution_switch()
     streams["switch"] = ([a.init_segment, *fa, b.init_segment, *fb], {0: a.mime, len(fa) + 1: b.mime},
                          len(fa) + len(fb))
-    results = play_in_chromium(streams, tmp_path / "profile", FPS)
+    results = play_in_chromium(streams, tmp_path / "profile", FPS, seconds_of)
     assert {name: r["width"] for name, r in results.items()} == {"plain": 320, "bframes": 320, "pause": 320,
-                                                                "switch": 640}
+                                                                "slower": 320, "switch": 640}
 
 
 @needs_chromium

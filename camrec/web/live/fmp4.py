@@ -209,6 +209,7 @@ class LiveFragmenter:
         self._origin_out = self._start_out
         self._next_dts: int | None = None  # output dts (timescale units) where the next frame is expected
         self._last_dts = -1
+        self._last_stream_dts = 0
         self._last_duration = 0
         self._rebase = False
         self._sequence = 0
@@ -326,10 +327,12 @@ class LiveFragmenter:
             nominal = max(1, round(self.timescale / (self.info.fps or 15)))
         # The next frame's time is unknown yet: the camera's last real step is the best guess (it
         # follows a frame-rate change at night), within reason; else the packet's own duration.
-        step = dts - self._last_dts if self._next_dts is not None else 0
+        # (Measured on the camera's timestamps: steps in our timeline are bent by closed holes.)
+        step = round((packet.dts - self._last_stream_dts) * self._scale) if self._started else 0
         duration = step if 0 < step <= 2 * nominal else nominal
         self._origin, self._origin_out, self._started, self._rebase = origin, origin_out, True, False
         self._last_dts = dts
+        self._last_stream_dts = packet.dts
         self._last_duration = duration
         self._next_dts = dts + duration
         self._sequence += 1
