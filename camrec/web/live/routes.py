@@ -39,10 +39,11 @@ log = logging.getLogger(__name__)
 
 REGISTRY = web.AppKey("camrec_live_registry", LiveRegistry)
 MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is a few kilobytes
-# A viewer's hub queue: room for a whole cached GOP (10 s at 30 fps) so a viewer starts from the
-# cached keyframe; past that the hub drops this viewer's packets up to the next keyframe.
-VIEWER_MAX_ITEMS = 300
-VIEWER_MAX_BYTES = 24 * 1024 * 1024
+# A viewer's hub queue: room for a whole cached GOP (10 s at 15 fps, 5 s at 30 fps) so a viewer
+# starts from the cached keyframe; past that the hub drops this viewer's packets up to the next
+# keyframe, which also bounds how far behind live a slow viewer can fall.
+VIEWER_MAX_ITEMS = 150
+VIEWER_MAX_BYTES = 8 * 1024 * 1024
 RECONNECTING_SECONDS = 60.0  # a camera silent for longer than this is shown as offline
 CONNECT_SECONDS = 15.0  # a WebRTC viewer must connect within this after its answer
 CAPTURE_ROLE = {"main": "main", "sub": "detect"}  # live stream name → the daemon's capture role
@@ -86,6 +87,7 @@ class _Live:
     def __init__(self, ctx: WebContext, registry: LiveRegistry) -> None:
         self.ctx = ctx
         self.registry = registry
+        self.joined = 0
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -150,8 +152,9 @@ class _Live:
                       client=request.remote or "unknown", session_id=session_cookie(request), subscription=sub)
 
     def _subscribe(self, request: web.Request, hub: PacketHub, kind: str) -> Subscription:
-        return hub.subscribe(f"viewer {kind} {request.get('user', '?')}@{request.remote}", start="cached_keyframe",
-                             max_items=VIEWER_MAX_ITEMS, max_bytes=VIEWER_MAX_BYTES)
+        self.joined += 1  # numbers the subscriptions, so `camrec status` tells two of one user apart
+        return hub.subscribe(f"viewer {kind} {request.get('user', '?')}@{request.remote} #{self.joined}",
+                             start="cached_keyframe", max_items=VIEWER_MAX_ITEMS, max_bytes=VIEWER_MAX_BYTES)
 
     async def _register(self, viewer: Viewer) -> None:
         try:
