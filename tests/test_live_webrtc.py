@@ -444,3 +444,29 @@ def test_on_closed_fires_when_the_viewer_goes_away(camera: Camera) -> None:
 
     assert asyncio.run(main()) == ["closed"]
     assert camera.hub.subscribers == 0
+
+
+@pytest.mark.parametrize(("addresses", "remote", "reached"), [
+    (("127.0.0.1",), "127.0.0.1", True),
+    (("127.0.0.1",), "192.0.2.2", False),  # the browser's LAN address: never from a loopback server
+    (("127.0.0.1",), "fd00::2", False),
+    (("127.0.0.1",), "0a1b2c.local", False),  # mDNS would ask the LAN
+    (("::1",), "::1", True),
+    (("::1",), "127.0.0.1", False),
+    (("192.168.1.20",), "192.168.1.31", True),
+    (("192.168.1.20",), "127.0.0.1", False),
+    (("192.168.1.20",), "0a1b2c.local", True),
+    ((), "192.168.1.31", True),
+    ((), "127.0.0.1", False),  # aioice's default addresses never include loopback
+    ((), "not an address", False),
+])
+def test_only_reachable_browser_candidates_are_paired(addresses: tuple[str, ...], remote: str,
+                                                      reached: bool) -> None:
+    from camrec.web.live.webrtc import reachable_offer
+
+    ice = IceSettings(addresses=addresses)
+    assert ice.reaches(remote) is reached
+    line = f"a=candidate:1 1 udp 2122260223 {remote} 50000 typ host generation 0"
+    sdp = f"v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n{line}\r\na=end-of-candidates\r\n"
+    assert (line in reachable_offer(sdp, ice)) is reached
+    assert "a=end-of-candidates" in reachable_offer(sdp, ice)

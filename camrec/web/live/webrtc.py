@@ -101,6 +101,33 @@ class IceSettings:
             return False
         return self.ports is None or self.ports[0] <= port <= self.ports[1]
 
+    def reaches(self, remote: str) -> bool:
+        """Whether one of our candidates could reach a browser's candidate at `remote`: loopback
+        talks only to loopback and a LAN address only to non-loopback ones, of its own IP version.
+        Without this, a server pinned to 127.0.0.1 would send connectivity checks to every
+        address the browser lists (its LAN and VPN addresses), and a LAN server to loopback."""
+        if remote.endswith(".local"):  # an mDNS name: resolving it asks the LAN, never from loopback
+            return not self.addresses or any(not ipaddress.ip_address(a).is_loopback for a in self.addresses)
+        try:
+            ip = ipaddress.ip_address(remote)
+        except ValueError:
+            return False
+        if not self.addresses:  # aioice's own choice never includes loopback
+            return not ip.is_loopback
+        return any((local := ipaddress.ip_address(a)).version == ip.version and local.is_loopback == ip.is_loopback
+                   for a in self.addresses)
+
+
+def reachable_offer(offer_sdp: str, ice: IceSettings) -> str:
+    """The offer without the candidates `ice` can't reach (IceSettings.reaches)."""
+    kept = []
+    for line in offer_sdp.split("\n"):
+        fields = line.split()
+        if line.startswith("a=candidate:") and len(fields) >= 6 and not ice.reaches(fields[4]):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
 
 def check_private_hooks() -> None:
     """Raises RuntimeError naming the hook when this aiortc/aioice no longer has what we replace."""
@@ -370,7 +397,8 @@ class LivePeer:
             video.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
                                        if c.mimeType.lower() in ("video/h264", "video/rtx")])
             try:
-                await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+                await self._pc.setRemoteDescription(RTCSessionDescription(sdp=reachable_offer(offer_sdp, self.ice),
+                                                                          type="offer"))
             except Exception as exc:  # aiortc raises ValueError, KeyError, … for offers it dislikes
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise OfferError(f"unusable SDP offer: {first}") from None
