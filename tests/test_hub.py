@@ -467,3 +467,18 @@ def test_stress_cached_joins_while_publishing_are_gap_free():
             from_cache += seqs[0] < published_before
     assert with_packets > 100
     assert from_cache > 50  # the cached GOP was really used, and joined seamlessly with live packets
+
+
+def test_b_frames_flag_follows_the_current_stream():
+    hub = PacketHub("cam/main")
+    first = info(1)
+    for n, pts in enumerate([0, 3, 1, 2, 6, 4, 5]):  # I P B B P B B: decode order ≠ presentation order
+        hub.publish(MediaPacket(data=b"x", pts=pts, dts=n, duration=1, keyframe=n == 0, arrival=float(n),
+                                stream=first))
+    assert hub.b_frames and hub.stats()["b_frames"] and hub.info is first
+    second = info(2)  # a reconnect to a camera that now sends no B-frames
+    for n in range(5):
+        hub.publish(pkt(second, n))
+    assert not hub.b_frames and hub.info is second
+    hub.end_stream()
+    assert hub.info is None and not hub.b_frames

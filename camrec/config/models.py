@@ -35,7 +35,17 @@ from camrec.errors import ConfigError, IdentityError
 from camrec.redact import redact, redact_url, register_url_credentials
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
-__all__ = ["CameraConfig", "Config", "MotionSettings", "Polygon", "StorageConfig", "TlsFiles", "WebConfig"]
+__all__ = [
+    "CameraConfig",
+    "Config",
+    "LiveConfig",
+    "MotionSettings",
+    "Polygon",
+    "StorageConfig",
+    "TlsFiles",
+    "WebConfig",
+    "WebRtcConfig",
+]
 
 CAMERA_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # Config files are a few kilobytes; anything bigger is the wrong file (a clip, a log).
@@ -353,6 +363,57 @@ def _tls(value: Any) -> Any:
     return value
 
 
+def _flag(value: Any) -> bool:
+    # pydantic would accept 0/1 and "on"/"off" strings; YAML already maps yes/no/on/off to bools.
+    if not isinstance(value, bool):
+        raise _fail(f"expected true or false, got {kind_of(value)}")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+def _ip_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _fail(f"expected an IP address, got {kind_of(value)}")
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise _fail(f"{value!r} is not an IP address",
+                    hint="a local address of this machine, e.g. 192.168.1.20") from None
+
+
+def _port_range(value: Any) -> tuple[int, int] | None:
+    """"40000-40100" (or [40000, 40100]) → (40000, 40100); None lets the system pick ports."""
+    if value is None:
+        return None
+    parts = value.split("-") if isinstance(value, str) else value
+    try:
+        lo, hi = (int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise _fail(f"expected a port range like \"40000-40100\", got {value!r}") from None
+    if not 1024 <= lo <= hi <= 65535:
+        raise _fail(f"ports must be a range within 1024-65535, got {value!r}")
+    return (lo, hi)
+
+
+class WebRtcConfig(_Frozen):
+    """Live view over WebRTC (docs/web.md, "Live view"). Host candidates only: no STUN, no TURN."""
+
+    enabled: Flag = True
+    # The local addresses offered to browsers as ICE candidates; empty = every LAN interface.
+    addresses: tuple[Annotated[str, BeforeValidator(_ip_address)], ...] = ()
+    # UDP ports for the media, so a firewall can let them in; None = any free port.
+    ports: Annotated[tuple[int, int] | None, BeforeValidator(_port_range)] = None
+
+
+class LiveConfig(_Frozen):
+    """Live view limits (docs/web.md, "Live view")."""
+
+    enabled: Flag = True
+    max_viewers: Annotated[int, BeforeValidator(_number(int, 1, 64))] = 4  # per camera, WebRTC and MSE
+
+
 class WebConfig(_Frozen):
     """The owner's web app (docs/web.md). It starts only once a web user exists."""
 
@@ -365,6 +426,8 @@ class WebConfig(_Frozen):
     session_lifetime: Annotated[float, BeforeValidator(_seconds(3600, 366 * 86400))] = 30 * 86400.0
     # None: <storage.path>/.web (see camrec.web.context.state_dir_for and docs/web.md).
     state_dir: Path | None = None
+    live: LiveConfig = LiveConfig()
+    webrtc: WebRtcConfig = WebRtcConfig()
 
     @field_validator("enabled", "plain_http", mode="before")
     @classmethod

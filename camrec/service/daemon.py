@@ -300,7 +300,13 @@ class Daemon:
             audit_log.append(entry)
 
         self.web = launch(settings, store.root, status=self.status_document, audit=audit,
-                          config_path=self.config.source_path)
+                          config_path=self.config.source_path, live=self.live_hubs())
+
+    def live_hubs(self) -> dict[str, dict[str, Any]]:
+        """The streams live view may watch: each camera's main stream, and its sub-stream (the
+        detection stream) when it has one. Viewers are hub subscribers like the recorder."""
+        return {p.name: {"main": p.hubs["main"], **({"sub": p.hubs["detect"]} if "detect" in p.hubs else {})}
+                for p in self.pipelines}
 
     def recover(self, store: Store) -> dict[str, int]:
         # A long first retention run (months of clips) must not trip systemd's start timeout.

@@ -316,6 +316,10 @@ class PacketHub:
         self.packets = 0
         self.streams = 0
         self.sink_errors = 0
+        # Decode order differs from presentation order (B-frames) in the current stream: browsers
+        # can't play such a stream over WebRTC, so live view routes it to MSE (camrec.web.live).
+        self._b_frames = False
+        self._max_pts: int | None = None
 
     # --- publisher -----------------------------------------------------------------------------
 
@@ -329,6 +333,10 @@ class PacketHub:
             if packet.stream is not self._info:
                 self._start_locked(packet.stream)
             self.packets += 1
+            if self._max_pts is not None and packet.pts < self._max_pts:
+                self._b_frames = True
+            if self._max_pts is None or packet.pts > self._max_pts:
+                self._max_pts = packet.pts
             self._cache_locked(packet)
             self._fan_out_locked(packet)
 
@@ -373,6 +381,18 @@ class PacketHub:
         sub._shut()
 
     @property
+    def b_frames(self) -> bool:
+        """True once the current stream showed a packet presented before an earlier one."""
+        with self._lock:
+            return self._b_frames
+
+    @property
+    def info(self) -> StreamInfo | None:
+        """The live stream's description, None between streams."""
+        with self._lock:
+            return self._info
+
+    @property
     def subscribers(self) -> int:
         with self._lock:
             return len(self._subs)
@@ -387,7 +407,7 @@ class PacketHub:
                 "stream": None if info is None else info.describe(), "streams": self.streams,
                 "packets": self.packets, "gop_cache_bytes": self._gop_bytes,
                 "gop_cache_packets": len(self._gop), "subscribers": len(subs),
-                "sink_errors": self.sink_errors,
+                "sink_errors": self.sink_errors, "b_frames": self._b_frames,
             }
         hub["subscriptions"] = [s.stats() for s in subs]
         return hub
@@ -397,6 +417,8 @@ class PacketHub:
     def _start_locked(self, info: StreamInfo) -> None:
         self._info = info
         self.streams += 1
+        self._b_frames = False
+        self._max_pts = None
         self._clear_cache_locked()
         self._fan_out_locked(StreamStart(info))
 

@@ -31,6 +31,7 @@ from camrec.store.index import ClipRow
 from camrec.store.listing import clip_json
 from camrec.web import rows as index_rows
 from camrec.web.context import WebContext
+from camrec.web.live import routes as live_routes
 from camrec.web.parsers import ApiError, EventId, event_id_of, parse_event_id, parse_event_query, parse_range
 
 log = logging.getLogger("camrec.web")
@@ -51,6 +52,7 @@ def add_routes(app: web.Application, ctx: WebContext) -> None:
     app.router.add_get("/api/cameras", _guarded(api.cameras))
     app.router.add_get("/api/events", _guarded(api.events))
     app.router.add_get("/api/events/{id}", _guarded(api.event))
+    live_routes.add_routes(app, ctx, _guarded)
     for kind in FILE_KINDS:
         app.router.add_get(f"/api/clips/{{id}}/{kind}", api.clip_file(kind))
     # Unknown /api/ paths and methods get JSON like every other API answer (aiohttp's own are text).

@@ -31,6 +31,7 @@ from camrec.config.models import loopback_host
 from camrec.errors import StorageError
 from camrec.web import api
 from camrec.web.context import WebContext, state_dir_for
+from camrec.web.live.routes import REGISTRY as LIVE_REGISTRY
 from camrec.web.sessions import SESSIONS_NAME, Session, SessionStore
 from camrec.web.throttle import LoginThrottle
 
@@ -279,6 +280,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if ctx.sessions is not None and ctx.accounts is not None:
         ctx.sessions.end(request.cookies.get(SESSION_COOKIE))
         log.info("web: %s logged out", request["user"])
+        await request.app[LIVE_REGISTRY].end_session(request.cookies.get(SESSION_COOKIE))
         try:
             await audit(request, "web-logout")
         except Exception as exc:  # the session is over either way

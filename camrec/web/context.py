@@ -8,18 +8,22 @@ takes it; every handler reaches it as `request.app[CONTEXT]`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from camrec.config.models import WebConfig
+from camrec.sources.hub import PacketHub
 from camrec.web.accounts import Accounts
 from camrec.web.sessions import SessionStore
 from camrec.web.throttle import LoginThrottle
 
 # The `web:` config section is the settings object: lifetimes, listen addresses, TLS, state_dir.
 WebSettings = WebConfig
+
+# Live view's streams: camera → {"main": hub, "sub": hub (only when the camera has a sub-stream)}.
+LiveHubs = Mapping[str, Mapping[str, PacketHub]]
 
 STATE_DIR_NAME = ".web"  # under the storage directory; a dot keeps it apart from camera directories
 
@@ -45,3 +49,5 @@ class WebContext:
     sessions: SessionStore | None = None
     throttle: LoginThrottle | None = None
     clock: Callable[[], float] = field(default=time.time)
+    # Live view's hubs; None where there are no cameras (`web serve --store`): live routes answer 404.
+    live: LiveHubs | None = None

@@ -18,14 +18,15 @@ from camrec.store.listing import parse_time_bound
 class ApiError(Exception):
     """An answer other than success: HTTP status, a message for people, an optional hint."""
 
-    def __init__(self, status: int, message: str, hint: str | None = None) -> None:
+    def __init__(self, status: int, message: str, hint: str | None = None, **extra: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.hint = hint
+        self.extra = extra  # more fields for clients, e.g. live view's {"fallback": "mse"}
 
     def body(self) -> dict[str, str]:
-        return {"error": self.message, **({"hint": self.hint} if self.hint else {})}
+        return {"error": self.message, **({"hint": self.hint} if self.hint else {}), **self.extra}
 
 
 # --- event ids -------------------------------------------------------------------------------

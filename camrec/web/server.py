@@ -24,7 +24,7 @@ from camrec.config.models import WebConfig, loopback_host, parse_listen
 from camrec.errors import CamrecError, ConfigError, StorageError
 from camrec.web.accounts import Accounts
 from camrec.web.app import make_app
-from camrec.web.context import WebContext, state_dir_for
+from camrec.web.context import LiveHubs, WebContext, state_dir_for
 from camrec.web.tls import certificate_files, fingerprint, load_certificate, server_context
 
 log = logging.getLogger(__name__)
@@ -134,12 +134,13 @@ class WebServer:
 
 
 def build_server(settings: WebConfig, store_root: Path, *, status: Callable[[], dict[str, Any]] | None,
-                 audit: Callable[[dict[str, Any]], None], accounts: Accounts | None = None) -> WebServer:
+                 audit: Callable[[dict[str, Any]], None], accounts: Accounts | None = None,
+                 live: LiveHubs | None = None) -> WebServer:
     """The recorder's web server for these settings (TLS made or loaded here), not yet started."""
     state_dir = state_dir_for(settings, store_root)
     accounts = accounts if accounts is not None else Accounts(state_dir)
     ctx = WebContext(store_root=store_root, read_only_store=False, accounts=accounts, status=status, audit=audit,
-                     settings=settings)
+                     settings=settings, live=live)
     ssl_context = None
     if not settings.plain_http:
         files = certificate_files(settings, state_dir)
@@ -150,7 +151,8 @@ def build_server(settings: WebConfig, store_root: Path, *, status: Callable[[], 
 
 
 def launch(settings: WebConfig, store_root: Path, *, status: Callable[[], dict[str, Any]] | None,
-           audit: Callable[[dict[str, Any]], None], config_path: Path | None = None) -> WebServer | None:
+           audit: Callable[[dict[str, Any]], None], config_path: Path | None = None,
+           live: LiveHubs | None = None) -> WebServer | None:
     """What `camrec run` calls once recording runs: the started server, or None (switched off, no
     user yet, or it failed: then the reason is logged, and recording goes on regardless)."""
     if not settings.enabled:
@@ -162,7 +164,7 @@ def launch(settings: WebConfig, store_root: Path, *, status: Callable[[], dict[s
             log.info("web: the web app is off until a web user exists: add one with `camrec user add %sNAME` "
                      "(as the user camrec runs as)", config)
             return None
-        server = build_server(settings, store_root, status=status, audit=audit, accounts=accounts)
+        server = build_server(settings, store_root, status=status, audit=audit, accounts=accounts, live=live)
         urls = server.start()
     except (CamrecError, StorageError) as exc:
         log.error("web: the web app is not running: %s%s; recording goes on", exc.message,

@@ -146,6 +146,16 @@ class SessionStore:
                 self._save_locked()
             return session
 
+    def alive(self, session_id: str | None, current_epoch: Callable[[str], str | None]) -> bool:
+        """Whether `lookup` would accept this id, without counting as a use: a live view that runs
+        for hours must not keep an otherwise idle session open."""
+        if not session_id or len(session_id) > 256:
+            return False
+        with self._lock:
+            session = self._sessions.get(hash_id(session_id))
+            return (session is not None and not self._expired(session, self.clock())
+                    and current_epoch(session.user) == session.epoch)
+
     def end(self, session_id: str | None) -> bool:
         if not session_id:
             return False

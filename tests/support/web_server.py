@@ -65,6 +65,8 @@ class WebHarness:
     audited: list[dict[str, Any]] = field(default_factory=list)
     with_accounts: bool = True
     static_dir: Path | None = None
+    live: Any = None  # camera → {"main"|"sub": PacketHub} for the live routes
+    status: Any = None  # the daemon's status document, as a callable
 
     def __post_init__(self) -> None:
         self.state_dir = state_dir_for(self.settings, self.root)
@@ -76,8 +78,9 @@ class WebHarness:
                                 idle=self.settings.session_idle, lifetime=self.settings.session_lifetime,
                                 clock=self.clock)
         return WebContext(store_root=self.root, read_only_store=self.accounts is None, accounts=self.accounts,
-                          status=lambda: {"cameras": {}}, audit=self.audited.append, settings=self.settings,
-                          sessions=sessions, throttle=LoginThrottle(clock=self.clock), clock=self.clock)
+                          status=self.status or (lambda: {"cameras": {}}), audit=self.audited.append,
+                          settings=self.settings, sessions=sessions, throttle=LoginThrottle(clock=self.clock),
+                          clock=self.clock, live=self.live)
 
     def start(self) -> WebHarness:
         from camrec.web.app import make_app
