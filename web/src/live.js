@@ -11,6 +11,7 @@
 // and the player says why it plays over MSE.
 
 import * as api from "./api.js";
+import { keyframeTimes, trackTimingOf } from "./mp4.js";
 
 const MediaSourceImpl = globalThis.MediaSource || globalThis.ManagedMediaSource;
 
@@ -25,8 +26,8 @@ const RESTART_MS = [1000, 2000, 5000, 10000]; // back-off after a lost connectio
 // player jumps to the edge, the lag it catches up by playing 10 % faster, and where it lands.
 const KEEP_BEHIND_S = 1.5;
 const JUMP_LAG_S = 0.8;
-const SOFT_LAG_S = 0.3;
-const EDGE_GAP_S = 0.2;
+const SOFT_LAG_S = 0.2;
+const EDGE_GAP_S = 0.1;
 
 export const TRANSPORTS = ["auto", "webrtc", "mse"];
 export const TRANSPORT_NAMES = { auto: "Auto", webrtc: "WebRTC", mse: "MSE" };
@@ -95,6 +96,23 @@ class FrameCounter {
 
 // --- WebRTC (WHEP) ---------------------------------------------------------------------------
 
+// The recorder sends the camera's own H.264 (no transcoding): offer nothing else, so the answer
+// cannot settle on a codec the server would have to encode.
+function preferH264(transceiver) {
+  const caps = globalThis.RTCRtpReceiver && RTCRtpReceiver.getCapabilities ? RTCRtpReceiver.getCapabilities("video") : null;
+  if (!caps || typeof transceiver.setCodecPreferences !== "function") return;
+  const h264 = caps.codecs.filter((c) => c.mimeType.toLowerCase() === "video/h264");
+  if (!h264.length) return;
+  const mode1 = (c) => /packetization-mode=1/.test(c.sdpFmtpLine || "");
+  h264.sort((a, b) => Number(mode1(b)) - Number(mode1(a)));
+  const rtx = caps.codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx");
+  try {
+    transceiver.setCodecPreferences([...h264, ...rtx]);
+  } catch {
+    // an older browser that rejects the list: its default offer includes H.264 too
+  }
+}
+
 class RtcTransport {
   constructor(video, { onState }) {
     this.kind = "webrtc";
@@ -112,7 +130,8 @@ class RtcTransport {
     // every browser; nothing may go to a STUN or TURN server.)
     const pc = new RTCPeerConnection({ iceServers: [] });
     this.pc = pc;
-    pc.addTransceiver("video", { direction: "recvonly" });
+    const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
+    preferH264(transceiver);
     pc.addEventListener("track", (e) => {
       this.video.srcObject = e.streams && e.streams[0] ? e.streams[0] : new MediaStream([e.track]);
       this.video.play().catch(() => {});
@@ -177,8 +196,8 @@ class RtcTransport {
     if (this.closed) return;
     this.closed = true;
     this.counter.stop();
+    this.endSession(); // before closing: the server would otherwise end the session first and 404
     if (this.pc) this.pc.close();
-    this.endSession();
     this.video.srcObject = null;
   }
 }
@@ -248,7 +267,7 @@ class MseTransport {
       while (this.ops.length && !this.closed) {
         const op = this.ops.shift();
         if (op.mime !== undefined) await this.open(op.mime);
-        else if (this.sb) await this.appendSegment(op.data);
+        else if (this.sb) await this.appendSegment(new Uint8Array(op.data));
       }
     } catch (e) {
       this.fail(e instanceof TransportError ? e : new TransportError(`MSE: ${e && e.message ? e.message : e}`));
@@ -271,12 +290,26 @@ class MseTransport {
     await once(ms, "sourceopen");
     if (this.closed) return;
     this.ms = ms;
+    // A live stream: Chromium renders an infinite-duration stream in its low-delay mode (no
+    // waiting for a comfortable buffer before playing on).
+    try {
+      ms.duration = Infinity;
+    } catch {
+      // an implementation that wants a finite duration: it still plays, a little later
+    }
     this.sb = ms.addSourceBuffer(mime);
     this.sb.mode = "segments";
     this.mime = mime;
+    this.timing = null; // from the init segment, the next binary frame
+    this.keyframes = []; // presentation times (s) of the buffered keyframes, ascending
   }
 
   async appendSegment(data) {
+    if (this.timing === null) {
+      this.timing = trackTimingOf(data) || { timescale: 0, defaultFlags: 0 };
+    } else if (this.timing.timescale) {
+      for (const t of keyframeTimes(data, this.timing.defaultFlags)) this.keyframes.push(t / this.timing.timescale);
+    }
     for (let attempt = 0; ; attempt++) {
       try {
         this.sb.appendBuffer(data);
@@ -292,10 +325,16 @@ class MseTransport {
     await this.keepLive();
   }
 
-  async trim(until) {
+  // Removes what was played before `before`, but only up to a keyframe: removing part of a GOP
+  // would also remove the rest of it (its frames depend on the removed ones).
+  async trim(before, minimum = 0) {
     const b = this.sb.buffered;
-    if (!b.length || until <= b.start(0) || this.sb.updating) return;
-    this.sb.remove(0, until);
+    if (!b.length || this.sb.updating) return;
+    let cut = null;
+    for (const k of this.keyframes) if (k <= before) cut = k;
+    if (cut === null || cut - b.start(0) <= minimum) return;
+    this.keyframes = this.keyframes.filter((k) => k >= cut);
+    this.sb.remove(0, cut);
     await once(this.sb, "updateend");
   }
 
@@ -312,11 +351,12 @@ class MseTransport {
       v.playbackRate = 1;
       this.jumps += 1;
     } else {
-      v.playbackRate = lag > SOFT_LAG_S ? 1.1 : 1;
+      // Catch up by playing faster, more so the further behind (a jump would skip frames).
+      v.playbackRate = lag > 2 * SOFT_LAG_S ? 1.25 : lag > SOFT_LAG_S ? 1.1 : 1;
     }
     if (v.paused) v.play().catch(() => {});
-    const until = Math.min(end - KEEP_BEHIND_S, v.currentTime - 0.1);
-    if (until - b.start(0) > 0.5) await this.trim(until); // in steps, not after every frame
+    // At most KEEP_BEHIND_S behind the edge (more with a long GOP: down to its keyframe), in steps.
+    await this.trim(Math.min(end - KEEP_BEHIND_S, v.currentTime - 0.1), 0.5);
   }
 
   lag() {

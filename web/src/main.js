@@ -103,7 +103,8 @@ async function render() {
     let m;
     // Live video needs no key (it is not encrypted at rest): don't push the key panel there.
     const live = path === "/live" || path.startsWith("/live/");
-    if (!identity.hasIdentity() && !live) toggleKeyPanel(true);
+    if (live) toggleKeyPanel(false);
+    else if (!identity.hasIdentity()) toggleKeyPanel(true);
     if (path === "/" || path === "/index.html") await renderCameras(view);
     else if (path === "/live") await renderLiveGrid(view, scope);
     else if ((m = /^\/live\/([^/]+)$/.exec(path))) await renderLive(view, decodeURIComponent(m[1]), params, scope);

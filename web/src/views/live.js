@@ -13,10 +13,10 @@ const SMALL_SCREEN = "(max-width: 720px)";
 /** [{name, streams, viewers, max_viewers}] from GET /api/live, whichever way it lists cameras. */
 export function cameraList(doc) {
   let entries = [];
-  if (Array.isArray(doc)) entries = doc.map((c) => [c && c.name, c]);
+  if (Array.isArray(doc)) entries = doc.map((c) => [c && (c.camera ?? c.name), c]);
   else if (doc && typeof doc === "object") {
     const cams = doc.cameras && typeof doc.cameras === "object" ? doc.cameras : doc;
-    entries = Array.isArray(cams) ? cams.map((c) => [c && c.name, c]) : Object.entries(cams);
+    entries = Array.isArray(cams) ? cams.map((c) => [c && (c.camera ?? c.name), c]) : Object.entries(cams);
   }
   return entries
     .filter(([name, c]) => typeof name === "string" && name && c && typeof c === "object")
@@ -35,7 +35,12 @@ function describeStream(info) {
 }
 
 function describePlayer(p) {
-  if (p.active === null) return p.transport === "auto" ? "Starting WebRTC and MSE…" : `Starting ${TRANSPORT_NAMES[p.transport]}…`;
+  if (p.active === null) {
+    if (p.error) return "No live video";
+    return p.transport === "auto" ? "Starting WebRTC and MSE…" : `Starting ${TRANSPORT_NAMES[p.transport]}…`;
+  }
+  // Never "playing" while the overlay says the picture is not live.
+  if (p.overlayText() !== null) return `Connected over ${TRANSPORT_NAMES[p.active]}: no live picture`;
   const first = p.firstFrameMs === null ? "" : ` · first frame after ${p.firstFrameMs} ms`;
   return `Playing over ${TRANSPORT_NAMES[p.active]}${first}`;
 }
@@ -74,9 +79,9 @@ export async function renderLive(view, camera, params, scope) {
   if (!TRANSPORTS.includes(transport)) transport = "auto";
 
   const box = el("div", { class: "live-wrap", id: "live-player", "data-camera": camera });
-  const status = el("p", { id: "live-status", class: "live-status" });
+  const status = el("span", { id: "live-status", class: "live-status" });
   const note = el("p", { id: "live-note", class: "message warn", hidden: true });
-  const facts = el("p", { id: "live-info", class: "hint" });
+  const facts = el("span", { id: "live-info", class: "hint" });
   const setQuery = () => {
     const q = new URLSearchParams();
     if (stream !== defaultStream(streams)) q.set("stream", stream);
@@ -107,7 +112,8 @@ export async function renderLive(view, camera, params, scope) {
     }),
     el("a", { href: `/camera/${enc}`, "data-link": true, id: "live-events", class: "button-link", text: "Latest events ▸" }),
     el("a", { href: "/live", "data-link": true, id: "live-all", text: "All cameras live" }));
-  view.replaceChildren(head, box, status, note, facts, controls);
+  // Controls and notes first: the video may fill the screen, the links stay in reach.
+  view.replaceChildren(head, controls, note, box, el("div", { class: "live-under" }, status, facts));
   scope.onLeave(() => player.stop());
   player.start();
 }
