@@ -39,7 +39,7 @@ class Browser:
         context.on("requestfailed", lambda r: self.failed.append(r.url))
 
     def _request(self, request: Any) -> None:
-        self.requests.append({"url": request.url, "headers": request.all_headers(),
+        self.requests.append({"url": request.url, "method": request.method, "headers": request.all_headers(),
                               "body": request.post_data_buffer or b""})
 
     def page(self) -> Any:

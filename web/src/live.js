@@ -445,6 +445,7 @@ export class LivePlayer {
   }
 
   connect() {
+    this.generation = (this.generation || 0) + 1; // tells late answers of an earlier connect apart
     clearTimeout(this.restartTimer);
     this.reconnecting = null;
     this.stalled = false;
@@ -609,7 +610,8 @@ export class LivePlayer {
     rtc.stop();
     this.rtc = null;
     if (e && e.fallback === "mse") {
-      this.note = `WebRTC cannot play this stream (${e.message || "it has B-frames"}): playing over MSE`;
+      // The server's reason: the stream has B-frames, or WebRTC is switched off.
+      this.note = `${e.message || "WebRTC cannot play this stream"}: playing over MSE`;
       if (!this.mse && this.active === null) this.startMse(); // the viewer chose WebRTC, but only MSE can
     } else if (e && e.status === 401) {
       return; // the login page takes over
@@ -631,7 +633,9 @@ export class LivePlayer {
     let message = `MSE: ${e && e.message ? e.message : e}`;
     if (e && e.status === -1) {
       // Refused before the first message: the viewer limit, an unknown camera, or the session.
+      const generation = this.generation;
       await this.poll();
+      if (this.stopped || generation !== this.generation) return;
       if (this.viewers && this.viewers.max > 0 && this.viewers.count >= this.viewers.max) message = limitMessage("", this);
     }
     this.mseError = message;
