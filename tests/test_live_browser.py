@@ -149,7 +149,7 @@ def test_webrtc_plays_at_once_from_the_cached_gop(browser: Browser, site: Any, s
     # Join early in a GOP (the next keyframe is at least 5 s away), so a first frame can only
     # come from the hub's cached keyframe.
     _poll("a point early in the camera's GOP", lambda: feed.keyframes and 5 <= feed.since_keyframe <= 60, 15)
-    keyframes = feed.keyframes
+    keyframes, into = feed.keyframes, feed.since_keyframe
     t0 = time.monotonic()
     page = _open(browser, "/live/front?stream=main")
     first = _poll("WebRTC frames", lambda: _mode(page) == "webrtc" and (s := page.evaluate(RTC_STATS))
@@ -170,7 +170,7 @@ def test_webrtc_plays_at_once_from_the_cached_gop(browser: Browser, site: Any, s
     assert len(latencies) >= 10, latencies  # the frames shown carry the camera's stamps
     hook = page.evaluate("() => window.camrecLive.players[0].firstFrameMs")
     print(f"\nWebRTC 1280x720: page open to first decoded frame {seconds:.2f} s (player start to first "
-          f"frame {hook} ms), {FRONT_GOP:.0f} s GOP joined {keyframes} keyframes in; glass-to-glass median "
+          f"frame {hook} ms), joined {into} frames into a {FRONT_GOP:.0f} s GOP; glass-to-glass median "
           f"{statistics.median(latencies):.0f} ms (min {min(latencies):.0f}, max {max(latencies):.0f})")
     page.screenshot(path=str(shots / "live-webrtc.png"), full_page=True)
     # One tap to the camera's latest events; leaving the view DELETEs the WHEP session.
@@ -265,6 +265,9 @@ def test_camera_links_and_stream_choice(browser: Browser, site: Any, shots: Path
     page.click("#live-events")
     page.wait_for_selector("#strip")
     assert page.url.startswith(browser.base + "/camera/front")
+    page.click("#timeline-live")  # and back to live from the timeline
+    page.wait_for_selector("#live-player")
+    assert page.url == browser.base + "/live/front"
     page.close()
     small = browser.page()
     small.set_viewport_size({"width": 390, "height": 800})  # a phone: the sub-stream by default
