@@ -426,6 +426,7 @@ export class LivePlayer {
     this.overlay.className = "live-overlay";
     this.overlay.setAttribute("role", "status");
     box.classList.add("live-box");
+    box.setAttribute("aria-label", `${camera}: live video`);
     box.replaceChildren(this.mseVideo, this.rtcVideo, this.overlay);
     this.stopped = true;
     this.info = null; // this stream's entry from GET /api/live/<camera>
@@ -544,6 +545,11 @@ export class LivePlayer {
     if (!t) return;
     const frames = t.frames();
     const now = performance.now();
+    if (document.hidden) {
+      // A background tab presents no frames: that is not a stalled camera.
+      this.lastFrameAt = now;
+      return;
+    }
     if (frames !== this.lastFrames) {
       this.lastFrames = frames;
       this.lastFrameAt = now;
