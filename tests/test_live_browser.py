@@ -338,3 +338,61 @@ def test_no_request_left_loopback(browser: Browser) -> None:
     assert all(u.startswith((browser.base + "/", "blob:")) for u in browser.failed), browser.failed
     problems = [m for m in browser.console if m.startswith("pageerror") or "Content Security Policy" in m]
     assert problems == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole recorder: `camrec run` with a synthetic camera and its sub-stream, over HTTPS (its
+# self-signed certificate), so the WebSocket is wss:// and the hubs are the daemon's own.
+
+
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    import subprocess
+    import sys
+
+    from tests.support.camera import free_port
+    from tests.support.daemon import Daemon
+
+    base = tmp_path_factory.mktemp("live-run")
+    port = free_port()
+    daemon = Daemon(base, "synthetic:?size=640x360&fps=15&motion=", detect_url="synthetic:?size=320x180&fps=15",
+                    extra=f"web:\n  listen: ['127.0.0.1:{port}']\n  webrtc:\n    addresses: ['127.0.0.1']\n")
+    pw = base / "web-password.txt"
+    pw.write_text(PASSWORD + "\n")
+    done = subprocess.run([sys.executable, "-m", "camrec", "user", "add", "-c", str(daemon.config), "owner",
+                           "--password-file", str(pw)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    daemon.start()
+    daemon.base_url = f"https://127.0.0.1:{port}"
+    try:
+        _poll("the recorder's web app", lambda: f"web: serving {daemon.base_url}/" in daemon.log.read_text(), 30, 0.1)
+        yield daemon
+    finally:
+        daemon.close()
+    log = daemon.log.read_text(errors="replace")
+    assert "Traceback" not in log, log
+
+
+def test_camrec_run_live_page_over_https(recorder: Any, tmp_path: Path) -> None:
+    with chromium(tmp_path / "profile", recorder.base_url, ignore_https_errors=True,
+                  extra_args=tuple(WEBRTC_LOOPBACK_ARGS)) as b:
+        page = b.page()
+        page.goto(b.base + "/login")
+        page.fill("#login-user", "owner")
+        page.fill("#login-password", PASSWORD)
+        page.click("#login-submit")
+        page.wait_for_selector("#camera-list")
+        page.click("#live-all")
+        page.wait_for_selector("[data-live-camera=front]")
+        _poll("the grid's sub-stream over WebRTC", lambda: _mode(page) == "webrtc"
+              and page.evaluate("() => window.camrecLive.players[0].stream") == "sub"
+              and (s := page.evaluate(RTC_STATS)) and s["framesDecoded"] > 0 and s["frameWidth"] == 320)
+        page.click("[data-live-camera=front] .live-tile-video")  # the tile opens the camera's page
+        page.wait_for_selector("#live-player")
+        page.select_option("#live-transport", "mse")  # the forced fallback, over wss://
+        _poll("the main stream over MSE", lambda: (s := page.evaluate(MSE_STATE))["mode"] == "mse"
+              and s["frames"] > 10 and s["width"] == 640)
+        assert page.url == b.base + "/live/front?transport=mse"
+        for r in b.requests:
+            assert r["url"].startswith((b.base + "/", f"blob:{b.base}/")), r["url"]
+        assert [m for m in b.console if m.startswith("pageerror") or "Content Security Policy" in m] == []
