@@ -4,7 +4,7 @@
 // Every player is stopped when the view is left (router navigation or pagehide; see main.js).
 
 import * as api from "../api.js";
-import { LivePlayer, TRANSPORT_NAMES, TRANSPORTS, streamsOf } from "../live.js";
+import { LivePlayer, TRANSPORT_NAMES, TRANSPORTS, streamsOf } from "../live/player.js";
 import { el } from "../ui.js";
 
 const STREAM_NAMES = { main: "Main stream", sub: "Sub-stream" };
