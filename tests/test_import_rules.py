@@ -129,6 +129,11 @@ def test_every_import_follows_the_layers_and_the_pure_core_rule() -> None:
     assert violations(PACKAGE) == []
 
 
+def test_the_live_view_package_is_part_of_the_web_layer() -> None:
+    assert group_of("camrec.web.live.webrtc") == "web"
+    assert (PACKAGE / "web" / "live" / "__init__.py").exists()
+
+
 def test_the_layer_table_has_no_circle() -> None:
     order = list(LAYERS)
     for position, group in enumerate(order):

@@ -124,6 +124,12 @@ def print_subscribers(hubs: Any) -> None:
             parts.append(text)
         if parts:
             print(f"    {role} stream: {'; '.join(parts)}")
+        # Live viewers are hub subscribers named "viewer <kind> <user>@<address>" (camrec.web.live).
+        viewers = [str(s.get("name")) for s in (hub.get("subscriptions", []) if isinstance(hub, dict) else [])
+                   if str(s.get("name", "")).startswith("viewer ")]
+        if viewers:
+            kinds = sorted({v.split()[1] for v in viewers if len(v.split()) > 1})
+            print(f"    {role} stream: {len(viewers)} live viewer(s) ({', '.join(kinds)})")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

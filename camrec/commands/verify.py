@@ -139,8 +139,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
             recipients = recipients if isinstance(recipients, list) else []
             who = escape_controls(f"{e.get('user')}@{e.get('host')}")
             event = escape_controls(e.get("event") or e.get("kind", "?"))
+            what = escape_controls(files[0] if files else _live_text(e) if event.startswith("live-") else "-")
             print(f"{escape_controls(e.get('seq', '?')):>5} {escape_controls(_local(e.get('time'), iso)):<29} "
-                  f"{who:<24.24} {event:<8} {len(files):>5}  {escape_controls(files[0] if files else '-')}  "
+                  f"{who:<24.24} {event:<8} {len(files):>5}  {what}  "
                   f"{escape_controls(', '.join(_short(str(r)) for r in recipients))}")
     if entries and not args.json:
         print(f"audit head {chk.head[0]}:{chk.head[1]} ({shown})")
@@ -156,6 +157,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"camrec: warning: the audit log's hash chain is broken ({len(problems)} problem(s)); "
               "run with --verify for details", file=sys.stderr)
     return 0
+
+
+def _live_text(e: dict[str, Any]) -> str:
+    """A live view entry (camrec.web.live): which stream, how, from where, and for how long."""
+    text = f"live {e.get('camera')}/{e.get('stream')} {e.get('kind')} from {e.get('client')}"
+    if isinstance(e.get("seconds"), int | float):
+        text += f", {e['seconds']:.0f} s, {e.get('dropped')} packet(s) dropped ({e.get('reason')})"
+    return text
 
 
 def _short(recipient: str) -> str:

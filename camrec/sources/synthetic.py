@@ -12,6 +12,10 @@ Source string: ``synthetic:`` or ``synthetic:?size=640x360&fps=15&motion=4-8,13-
   gop     keyframe interval in seconds (default 1)
   bitrate  target kbit/s of the encoder (default 800)
   realtime=0  produce frames as fast as possible (tests); arrival times then follow the frame clock
+  bframes  B-frames between references (default 0); with B-frames pts and dts differ
+  headers  inband (default: SPS/PPS before every keyframe) or extradata (SPS/PPS only in
+           StreamInfo.extradata, Annex B, like cameras that send them only in the RTSP SDP)
+  stamp=1  draw the capture wall-clock time into the top rows (camrec.sources.stamp)
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 from camrec.errors import SourceError
 from camrec.sources.base import Clock, MediaPacket, StreamInfo, SystemClock
+from camrec.sources.stamp import draw_stamp
 
 _NOISE_BANK = 8  # pre-drawn noise fields, cycled: per-frame random draws would cost more than encoding
 
@@ -35,13 +40,14 @@ def parse_synthetic(source: str) -> dict[str, Any]:
     query = urlsplit(source).query or source.partition("?")[2]
     raw = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     opts: dict[str, Any] = {"width": 640, "height": 360, "fps": 15, "period": 30.0, "gop": 1.0,
-                            "motion": [(4.0, 8.0), (13.0, 16.0)], "realtime": True, "bitrate": 800}
+                            "motion": [(4.0, 8.0), (13.0, 16.0)], "realtime": True, "bitrate": 800,
+                            "bframes": 0, "headers": "inband", "stamp": False}
     try:
         for key, value in raw.items():
             if key == "size":
                 w, h = value.lower().split("x")
                 opts["width"], opts["height"] = int(w) // 2 * 2, int(h) // 2 * 2
-            elif key in ("fps", "bitrate"):
+            elif key in ("fps", "bitrate", "bframes"):
                 opts[key] = int(value)
             elif key in ("period", "gop"):
                 opts[key] = float(value)
@@ -51,8 +57,12 @@ def parse_synthetic(source: str) -> dict[str, Any]:
                     a, b = part.split("-")
                     windows.append((float(a), float(b)))
                 opts["motion"] = windows
-            elif key == "realtime":
-                opts["realtime"] = value not in ("0", "false", "no")
+            elif key in ("realtime", "stamp"):
+                opts[key] = value not in ("0", "false", "no")
+            elif key == "headers":
+                if value not in ("inband", "extradata"):
+                    raise ValueError("headers must be inband or extradata")
+                opts["headers"] = value
             else:
                 raise ValueError(f"unknown option {key!r}")
     except ValueError as exc:
@@ -60,6 +70,10 @@ def parse_synthetic(source: str) -> dict[str, Any]:
                           hint="example: synthetic:?size=640x360&fps=15&motion=4-8,13-16") from None
     if not (16 <= opts["width"] <= 4096 and 16 <= opts["height"] <= 4096 and 1 <= opts["fps"] <= 60):
         raise SourceError(f"bad synthetic source {source!r}: size or fps out of range")
+    if not 0 <= opts["bframes"] <= 16:
+        raise SourceError(f"bad synthetic source {source!r}: bframes must be 0 to 16")
+    if opts["stamp"] and opts["width"] < 384:
+        raise SourceError(f"bad synthetic source {source!r}: stamp=1 needs a frame at least 384 wide")
     return opts
 
 
@@ -99,7 +113,7 @@ class SyntheticScene:
                 return int(-self.object.shape[1] + (local - start) / (end - start) * span)
         return None
 
-    def frame(self, index: int) -> av.VideoFrame:
+    def frame(self, index: int, stamp_ms: int | None = None) -> av.VideoFrame:
         t = index / self.fps
         y = self.y.astype(np.int16) + self.noise[index % _NOISE_BANK]
         x = self.object_x(t)
@@ -109,6 +123,8 @@ class SyntheticScene:
             a, b = max(0, x), min(self.width, x + ow)
             if a < b:
                 y[top:top + oh, a:b] = self.object[: self.height - top, a - x:b - x]
+        if stamp_ms is not None:
+            draw_stamp(y, stamp_ms)
         planes = np.concatenate([np.clip(y, 0, 255).astype(np.uint8).ravel(), self.u.ravel(), self.v.ravel()])
         frame = av.VideoFrame.from_ndarray(planes.reshape(self.height * 3 // 2, self.width), format="yuv420p")
         frame.pts = index
@@ -136,11 +152,20 @@ class SyntheticSource:
         enc.framerate = Fraction(o["fps"])
         gop = max(1, round(o["gop"] * o["fps"]))
         enc.gop_size = gop
-        enc.max_b_frames = 0
+        enc.max_b_frames = o["bframes"]
         enc.bit_rate = self.opts["bitrate"] * 1000
-        # Like a camera: no B-frames, fixed GOP, in-band SPS/PPS before every IDR.
-        enc.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params":
-                       f"keyint={gop}:min-keyint={gop}:scenecut=0:repeat-headers=1"}
+        # Like a camera: fixed GOP, no B-frames unless asked, and SPS/PPS in-band before every
+        # IDR unless asked to keep them in the extradata only (GLOBAL_HEADER makes libx264 write
+        # them there, Annex B, and stop repeating them).
+        params = f"keyint={gop}:min-keyint={gop}:scenecut=0"
+        if o["headers"] == "inband":
+            params += ":repeat-headers=1"
+        else:
+            enc.flags |= av.codec.context.Flags.global_header
+        if o["bframes"]:
+            # zerolatency turns B-frames off; x264-params are applied after the tune.
+            params += f":bframes={o['bframes']}:b-adapt=0"
+        enc.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": params}
         try:
             enc.open()
         except av.error.FFmpegError as exc:
@@ -149,6 +174,7 @@ class SyntheticSource:
         self._t0 = self.clock.monotonic()
         self.info = StreamInfo(codec="h264", width=o["width"], height=o["height"],
                                time_base=Fraction(1, o["fps"]), fps=float(o["fps"]),
+                               extradata=bytes(enc.extradata or b"") or None if o["headers"] == "extradata" else None,
                                generation=self.generation)
         return self.info
 
@@ -159,7 +185,8 @@ class SyntheticSource:
                 delay = self._t0 + self._index / self.opts["fps"] - self.clock.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-            self._pending.extend(self._encoder.encode(self.scene.frame(self._index)))
+            stamp = round(self.clock.time() * 1000) if self.opts["stamp"] else None
+            self._pending.extend(self._encoder.encode(self.scene.frame(self._index, stamp)))
             self._index += 1
         packet = self._pending.pop(0)
         pts = int(packet.pts)

@@ -47,6 +47,7 @@ class Viewer:
     started: float = field(default_factory=time.monotonic)
     # Ends the transport (closes the peer or the WebSocket); set by the route that made the viewer.
     closer: Callable[[], Awaitable[object]] | None = None
+    watchdog: asyncio.Task[None] | None = None  # cancelled when the viewer ends
     ended: bool = False
 
     def describe(self) -> dict[str, Any]:
@@ -107,6 +108,8 @@ class LiveRegistry:
         if viewer is None or viewer.ended:
             return False
         viewer.ended = True
+        if viewer.watchdog is not None and viewer.watchdog is not asyncio.current_task():
+            viewer.watchdog.cancel()
         info = viewer.describe()
         viewer.subscription.close()
         if viewer.closer is not None:

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from camrec.sources.base import MediaPacket
-from camrec.sources.hub import Gap, PacketHub, StreamEnd, StreamStart, Subscription
+from camrec.sources.hub import Gap, PacketHub, StreamEnd, Subscription
 from camrec.web.context import WebContext
 from camrec.web.live.registry import LiveRegistry, Viewer, ViewerLimitError
 from camrec.web.parsers import ApiError
@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 
 REGISTRY = web.AppKey("camrec_live_registry", LiveRegistry)
 MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is a few kilobytes
-# A viewer's hub queue: room for a whole cached GOP (10 s at 30 fps) so a viewer starts from the
-# cached keyframe; past that the hub drops this viewer's packets up to the next keyframe.
-VIEWER_MAX_ITEMS = 300
-VIEWER_MAX_BYTES = 24 * 1024 * 1024
+# A viewer's hub queue: room for a whole cached GOP (10 s at 15 fps, 5 s at 30 fps) so a viewer
+# starts from the cached keyframe; past that the hub drops this viewer's packets up to the next
+# keyframe, which also bounds how far behind live a slow viewer can fall.
+VIEWER_MAX_ITEMS = 150
+VIEWER_MAX_BYTES = 8 * 1024 * 1024
 RECONNECTING_SECONDS = 60.0  # a camera silent for longer than this is shown as offline
+CONNECT_SECONDS = 15.0  # a WebRTC viewer must connect within this after its answer
 CAPTURE_ROLE = {"main": "main", "sub": "detect"}  # live stream name → the daemon's capture role
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -85,6 +87,7 @@ class _Live:
     def __init__(self, ctx: WebContext, registry: LiveRegistry) -> None:
         self.ctx = ctx
         self.registry = registry
+        self.joined = 0
 
     # --- lookups ---------------------------------------------------------------------------------
 
@@ -149,8 +152,9 @@ class _Live:
                       client=request.remote or "unknown", session_id=session_cookie(request), subscription=sub)
 
     def _subscribe(self, request: web.Request, hub: PacketHub, kind: str) -> Subscription:
-        return hub.subscribe(f"viewer {kind} {request.get('user', '?')}@{request.remote}", start="cached_keyframe",
-                             max_items=VIEWER_MAX_ITEMS, max_bytes=VIEWER_MAX_BYTES)
+        self.joined += 1  # numbers the subscriptions, so `camrec status` tells two of one user apart
+        return hub.subscribe(f"viewer {kind} {request.get('user', '?')}@{request.remote} #{self.joined}",
+                             start="cached_keyframe", max_items=VIEWER_MAX_ITEMS, max_bytes=VIEWER_MAX_BYTES)
 
     async def _register(self, viewer: Viewer) -> None:
         try:
@@ -181,31 +185,43 @@ class _Live:
             offer = body.decode("utf-8")
         except UnicodeDecodeError:
             raise ApiError(400, "the SDP offer is not UTF-8 text") from None
-        from camrec.web.live.webrtc import IceSettings, LivePeer, OfferError  # aiortc loads only when used
+        from camrec.web.live.webrtc import IceSettings, LivePeer, NoCandidatesError, OfferError  # aiortc: on use
 
         webrtc = self.ctx.settings.webrtc
+        ended: list[str] = []  # the viewer's id once registered
+
+        def closed(_peer: object) -> None:  # ICE/DTLS failed or closed, or the subscription closed
+            if ended:
+                asyncio.get_running_loop().create_task(self.registry.end(ended[0], "connection closed"))
+
         with self._slot(camera):
             sub = self._subscribe(request, hub, "webrtc")
-            peer = LivePeer(sub, IceSettings(addresses=webrtc.addresses, ports=webrtc.ports),
-                            name=f"{camera}/{stream}")
+            peer = LivePeer(sub, IceSettings(addresses=webrtc.addresses, ports=webrtc.ports), on_closed=closed)
             try:
-                answer = await peer.answer(offer)
+                answer = await peer.answer(offer)  # closes the peer itself when it raises
             except OfferError as exc:
-                await peer.close()
                 raise ApiError(400, f"bad SDP offer: {exc}") from None
-            except BaseException:
-                await peer.close()
-                raise
+            except NoCandidatesError as exc:
+                log.error("web: live %s/%s: %s", camera, stream, exc)
+                raise ApiError(503, str(exc), hint="check web.webrtc.addresses and web.webrtc.ports",
+                               fallback="mse") from None
             viewer = self._viewer(request, camera, stream, "webrtc", sub)
             viewer.closer = peer.close
             await self._register(viewer)
-
-        def closed() -> None:
-            asyncio.get_running_loop().create_task(self.registry.end(viewer.id, "connection closed"))
-
-        peer.on_closed = closed
+            ended.append(viewer.id)
+        if peer.state == "closed":  # it closed while the viewer was being registered
+            await self.registry.end(viewer.id, "connection closed")
+        else:
+            viewer.watchdog = asyncio.get_running_loop().create_task(self._connect_watchdog(viewer, peer))
         return web.Response(status=201, text=answer, content_type="application/sdp",
                             headers={"Location": f"/api/live/sessions/{viewer.id}", **_NO_STORE})
+
+    async def _connect_watchdog(self, viewer: Viewer, peer: Any) -> None:
+        # A client that sends an offer and never connects (a closed tab, a firewall) holds a viewer
+        # slot until ICE gives up; end it sooner.
+        await asyncio.sleep(CONNECT_SECONDS)
+        if peer.state != "connected":
+            await self.registry.end(viewer.id, "never connected")
 
     async def end_session(self, request: web.Request) -> web.StreamResponse:
         viewer = self.registry.viewers.get(request.match_info["id"])
@@ -261,8 +277,6 @@ class MsePump:
         self.sub = sub
         self.name = name
         self.state = state  # () -> "live|offline|reconnecting", asked when the stream ends
-        self.fragmenter: Any = None
-        self.info: Any = None  # the StreamInfo the fragmenter was made for
         self.sent_state: str | None = None
 
     async def _send_state(self, value: str) -> None:
@@ -274,38 +288,43 @@ class MsePump:
         """Pumps until the subscription closes or the socket fails; returns why it ended."""
         from camrec.web.live.fmp4 import LiveFragmenter
 
+        frag: LiveFragmenter | None = None
+        need_key = False  # after a refused packet: its followers reference it, skip to a keyframe
         try:
             while True:
                 item = await self.sub.aget()
                 if item is None:
                     return "viewer left"
-                if isinstance(item, StreamStart | StreamEnd):
-                    self.fragmenter = None  # the next keyframe starts a new init segment
-                    if isinstance(item, StreamEnd):
-                        await self._send_state(self.state())
+                if isinstance(item, StreamEnd):
+                    await self._send_state(self.state())
                     continue
-                if isinstance(item, Gap) or not isinstance(item, MediaPacket):
-                    continue  # a Gap is always followed by a keyframe; the fragmenter carries on
-                if self.fragmenter is None or self.info is not item.stream:
-                    if not item.keyframe:
-                        continue
-                    try:
-                        self.fragmenter = LiveFragmenter(item.stream, item)
-                        self.info = item.stream
-                    except ValueError as exc:
-                        log.warning("web: live %s: cannot start MSE from this keyframe: %s", self.name, exc)
-                        continue
-                    await self.ws.send_str(json.dumps({"type": "mse", "value": self.fragmenter.mime}))
-                    await self.ws.send_bytes(self.fragmenter.init_segment)
-                    await self._send_state("live")
+                if isinstance(item, Gap):
+                    if frag is not None:
+                        frag.mark_gap()  # the next keyframe continues the timeline without a hole
+                    continue
+                if not isinstance(item, MediaPacket):
+                    continue  # a StreamStart: its first keyframe makes the new init segment
+                if need_key and not item.keyframe:
+                    continue
+                need_key = False
                 try:
-                    data = self.fragmenter.add(item)
-                except ValueError as exc:
+                    if frag is None or item.stream is not frag.info or frag.needs_new_init(item):
+                        if not item.keyframe:
+                            continue
+                        # after=: the new stream's timeline continues the old one, so the page keeps
+                        # its SourceBuffer across a reconnect or a resolution change.
+                        frag = LiveFragmenter(item.stream, item, after=frag)
+                        await self.ws.send_str(json.dumps({"type": "mse", "value": frag.mime}))
+                        await self.ws.send_bytes(frag.init_segment)
+                        await self._send_state("live")
+                    data = frag.add(item)
+                except ValueError as exc:  # a packet the fragmenter can't use: wait for a keyframe
                     log.warning("web: live %s: skipping to the next keyframe: %s", self.name, exc)
-                    self.fragmenter = None
+                    if frag is not None:
+                        frag.mark_gap()
+                    need_key = True
                     continue
-                if data:
-                    await self.ws.send_bytes(data)
+                await self.ws.send_bytes(data)
         except (ConnectionError, RuntimeError) as exc:  # the socket went away mid-send
             log.debug("web: live %s: MSE socket closed: %s", self.name, exc)
             return "connection closed"
