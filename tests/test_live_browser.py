@@ -83,7 +83,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser(site: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    with chromium(tmp_path_factory.mktemp("chromium-live"), site.base, extra_args=tuple(WEBRTC_LOOPBACK_ARGS)) as b:
+    # One browser for the module (Playwright's sync API can't run two): it also visits `camrec run`
+    # over HTTPS with its self-signed certificate, as https://localhost (its own cookies).
+    with chromium(tmp_path_factory.mktemp("chromium-live"), site.base, ignore_https_errors=True,
+                  extra_args=tuple(WEBRTC_LOOPBACK_ARGS)) as b:
         page = b.page()
         page.goto(b.base + "/login")
         page.wait_for_selector("#login-form")
@@ -329,17 +332,6 @@ def test_viewer_limit_is_shown_clearly(browser: Browser, site: Any) -> None:
     page.close()
 
 
-def test_no_request_left_loopback(browser: Browser) -> None:
-    assert len(browser.requests) > 20
-    for r in browser.requests:
-        if r["url"] == "about:blank":
-            continue  # the tests' own way of leaving a page
-        assert r["url"].startswith((browser.base + "/", f"blob:{browser.base}/")), r["url"]
-    assert all(u.startswith((browser.base + "/", "blob:")) for u in browser.failed), browser.failed
-    problems = [m for m in browser.console if m.startswith("pageerror") or "Content Security Policy" in m]
-    assert problems == []
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole recorder: `camrec run` with a synthetic camera and its sub-stream, over HTTPS (its
 # self-signed certificate), so the WebSocket is wss:// and the hubs are the daemon's own.
@@ -363,9 +355,10 @@ def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
                            "--password-file", str(pw)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     daemon.start()
-    daemon.base_url = f"https://127.0.0.1:{port}"
+    daemon.base_url = f"https://localhost:{port}"  # not 127.0.0.1: cookies don't tell ports apart
     try:
-        _poll("the recorder's web app", lambda: f"web: serving {daemon.base_url}/" in daemon.log.read_text(), 30, 0.1)
+        _poll("the recorder's web app", lambda: f"web: serving https://127.0.0.1:{port}/" in daemon.log.read_text(),
+              30, 0.1)
         yield daemon
     finally:
         daemon.close()
@@ -373,26 +366,39 @@ def recorder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     assert "Traceback" not in log, log
 
 
-def test_camrec_run_live_page_over_https(recorder: Any, tmp_path: Path) -> None:
-    with chromium(tmp_path / "profile", recorder.base_url, ignore_https_errors=True,
-                  extra_args=tuple(WEBRTC_LOOPBACK_ARGS)) as b:
-        page = b.page()
-        page.goto(b.base + "/login")
-        page.fill("#login-user", "owner")
-        page.fill("#login-password", PASSWORD)
-        page.click("#login-submit")
-        page.wait_for_selector("#camera-list")
-        page.click("#live-all")
-        page.wait_for_selector("[data-live-camera=front]")
-        _poll("the grid's sub-stream over WebRTC", lambda: _mode(page) == "webrtc"
-              and page.evaluate("() => window.camrecLive.players[0].stream") == "sub"
-              and (s := page.evaluate(RTC_STATS)) and s["framesDecoded"] > 0 and s["frameWidth"] == 320)
-        page.click("[data-live-camera=front] .live-tile-video")  # the tile opens the camera's page
-        page.wait_for_selector("#live-player")
-        page.select_option("#live-transport", "mse")  # the forced fallback, over wss://
-        _poll("the main stream over MSE", lambda: (s := page.evaluate(MSE_STATE))["mode"] == "mse"
-              and s["frames"] > 10 and s["width"] == 640)
-        assert page.url == b.base + "/live/front?transport=mse"
-        for r in b.requests:
-            assert r["url"].startswith((b.base + "/", f"blob:{b.base}/")), r["url"]
-        assert [m for m in b.console if m.startswith("pageerror") or "Content Security Policy" in m] == []
+def test_camrec_run_live_page_over_https(browser: Browser, recorder: Any) -> None:
+    page = browser.page()
+    base = recorder.base_url
+    page.goto(base + "/login")
+    page.fill("#login-user", "owner")
+    page.fill("#login-password", PASSWORD)
+    page.click("#login-submit")
+    page.wait_for_selector("#camera-list")
+    page.click("#live-all")
+    page.wait_for_selector("[data-live-camera=front]")
+    _poll("the grid's sub-stream over WebRTC", lambda: _mode(page) == "webrtc"
+          and page.evaluate("() => window.camrecLive.players[0].stream") == "sub"
+          and (s := page.evaluate(RTC_STATS)) and s["framesDecoded"] > 0 and s["frameWidth"] == 320)
+    page.click("[data-live-camera=front] .live-tile-video")  # the tile opens the camera's page
+    page.wait_for_selector("#live-player")
+    page.select_option("#live-transport", "mse")  # the forced fallback, over wss://
+    _poll("the main stream over MSE", lambda: (s := page.evaluate(MSE_STATE))["mode"] == "mse"
+          and s["frames"] > 10 and s["width"] == 640)
+    assert page.url == base + "/live/front?transport=mse"
+    page.close()
+
+
+def test_no_request_left_loopback(browser: Browser) -> None:
+    """Every request of the tests above (both servers) went to this machine."""
+    from urllib.parse import urlsplit
+
+    assert len(browser.requests) > 20
+    for r in browser.requests:
+        if r["url"] == "about:blank":
+            continue  # the tests' own way of leaving a page
+        url = r["url"][len("blob:"):] if r["url"].startswith("blob:") else r["url"]
+        assert urlsplit(url).hostname in ("127.0.0.1", "localhost"), r["url"]
+    for url in browser.failed:
+        assert urlsplit(url.removeprefix("blob:")).hostname in ("127.0.0.1", "localhost"), url
+    problems = [m for m in browser.console if m.startswith("pageerror") or "Content Security Policy" in m]
+    assert problems == []
