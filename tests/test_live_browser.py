@@ -301,12 +301,20 @@ def test_offline_and_reconnecting_are_shown_over_the_picture(browser: Browser, s
         wait_text(p, ".live-overlay:not([hidden])", "Camera offline")
         assert p.evaluate("() => document.getElementById('live-player').dataset.state") == "offline"
     page.screenshot(path=str(shots / "live-offline.png"), full_page=True)
+    connects = mse.evaluate("() => window.camrecLive.players[0].connects")
     site.set_capture("garage", "main", "connected", 0.0)
+    t0 = time.monotonic()
     feed.start()  # back: the overlay goes and frames come again
+    back = []
     for p in pages:
         p.wait_for_selector(".live-overlay", state="hidden", timeout=30_000)
+        back.append(time.monotonic() - t0)
         frames = _frames(p)
         _poll("frames after the camera came back", lambda p=p, f=frames: _frames(p) > f + 5)
+    # The MSE page got the new stream on the WebSocket it had (a new init segment, same buffer).
+    assert mse.evaluate("() => window.camrecLive.players[0].connects") == connects
+    print(f"\ncamera back: picture again after {back[0]:.1f} s over WebRTC, {back[1]:.1f} s over MSE")
+    for p in pages:
         p.close()
 
 

@@ -76,7 +76,7 @@ export class MseTransport {
     try {
       while (this.ops.length && !this.closed) {
         const op = this.ops.shift();
-        if (op.mime !== undefined) await this.open(op.mime);
+        if (op.mime !== undefined) await this.begin(op.mime);
         else if (this.sb) await this.appendSegment(new Uint8Array(op.data));
       }
     } catch (e) {
@@ -86,11 +86,25 @@ export class MseTransport {
     }
   }
 
-  // A new codec or resolution: a fresh MediaSource and SourceBuffer; the next binary frame is the
-  // init segment. (A SourceBuffer cannot be added once a MediaSource has media, and the new
-  // stream's timestamps start again near 0.)
-  async open(mime) {
+  // A "mse" message starts a stream: the next binary frame is its init segment. After a reconnect
+  // or a new resolution the recorder continues the decode timeline, so the SourceBuffer is kept
+  // (changeType() for another codec string) and the picture goes on without a reset.
+  async begin(mime) {
     if (!MediaSourceImpl.isTypeSupported(mime)) throw new TransportError(`this browser cannot play ${mime}`);
+    if (this.sb && this.ms && this.ms.readyState === "open") {
+      if (mime !== this.mime) {
+        if (typeof this.sb.changeType !== "function") return this.open(mime);
+        this.sb.changeType(mime);
+        this.mime = mime;
+      }
+      this.timing = null;
+      return undefined;
+    }
+    return this.open(mime);
+  }
+
+  // A fresh MediaSource and SourceBuffer (the first stream, or a browser without changeType).
+  async open(mime) {
     const ms = new MediaSourceImpl();
     const old = this.url;
     this.url = URL.createObjectURL(ms);

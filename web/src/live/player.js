@@ -187,6 +187,9 @@ export class LivePlayer {
       this.lastFrameAt = now;
       if (this.stalled) {
         this.stalled = false;
+        // Frames again after a pause: ask now whether the camera is back, rather than showing
+        // the offline overlay over a moving picture until the next poll.
+        if (this.info && this.info.state !== "live") this.poll();
         this.changed();
       }
     } else if (now - this.lastFrameAt > STALL_MS) {
@@ -366,6 +369,7 @@ export class LivePlayer {
       mode: p.active,
       transport: p.transport,
       firstFrameMs: p.firstFrameMs,
+      connects: p.generation, // 1 + the times it had to reconnect
       videoElement: p.videoElement,
       rtcVideo: p.rtcVideo,
       mseVideo: p.mseVideo,
