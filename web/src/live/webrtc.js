@@ -2,7 +2,7 @@
 // gathering is complete (no trickle), the session URL DELETEd when the viewer leaves.
 
 import * as api from "../api.js";
-import { FrameCounter, TransportError } from "./transport.js";
+import { FrameCounter, TransportError, sleep } from "./transport.js";
 
 const ICE_GATHER_MS = 2000; // host candidates only: gathering takes milliseconds; a cap, not a wait
 
@@ -96,19 +96,25 @@ export class RtcTransport {
     return this.pc ? this.pc.getStats() : Promise.resolve(null);
   }
 
+  /** DELETEs the session URL; resolves when the server answered (or failed to). */
   endSession() {
     const session = this.session;
     this.session = null;
-    if (session) api.whepEnd(session).catch(() => {}); // the server also ends it when the peer goes
+    // The server also ends a session whose peer goes away: a failed DELETE changes nothing.
+    return session ? api.whepEnd(session).catch(() => {}) : Promise.resolve();
   }
 
   stop() {
     if (this.closed) return;
     this.closed = true;
     this.counter.stop();
-    this.endSession(); // before closing: the server would otherwise end the session first and 404
-    if (this.pc) this.pc.close();
     this.video.srcObject = null;
+    // The peer closes once the DELETE is answered (within a second at most): closed first, the
+    // server would end the session on its own and answer the DELETE with 404.
+    const pc = this.pc;
+    Promise.race([this.endSession(), sleep(1000)]).finally(() => {
+      if (pc) pc.close();
+    });
   }
 }
 
