@@ -378,7 +378,7 @@ def _wait_playing(page: Any, past: float) -> None:
 
 def test_pages_are_csp_clean_and_self_contained() -> None:
     """No inline script or style (the CSP would block it), no third-party origin, licences shipped."""
-    for name in ("index.html", "login.html", "camera.html", "event.html"):
+    for name in ("index.html", "login.html", "camera.html", "event.html", "live.html"):
         html = (STATIC / name).read_text()
         assert re.findall(r"<script\b[^>]*>", html) == ['<script src="/static/app.js" defer>'], name
         assert "<style" not in html and not re.search(r"\sstyle=|\son[a-z]+=", html), name

@@ -16,7 +16,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const staticDir = join(here, "..", "camrec", "web", "static");
 
 // Every page is the same shell: the script routes on the address (see src/main.js).
-const PAGES = { "index.html": "Cameras", "login.html": "Log in", "camera.html": "Timeline", "event.html": "Event" };
+const PAGES = { "index.html": "Cameras", "login.html": "Log in", "camera.html": "Timeline", "event.html": "Event", "live.html": "Live" };
 
 function shell(title) {
   return `<!doctype html>

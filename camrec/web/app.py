@@ -49,7 +49,8 @@ BODY_LIMIT = 1024 * 1024  # no route takes more; aiohttp answers 413 beyond it
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # URL path → page file camrec/web/static/<page>.html
-PAGES = {"/": "index", "/login": "login", "/camera/{name}": "camera", "/event/{id}": "event"}
+PAGES = {"/": "index", "/login": "login", "/camera/{name}": "camera", "/event/{id}": "event", "/live": "live",
+         "/live/{name}": "live"}
 # (method, route path) pairs reachable without a session; "/static" is the static-file prefix.
 PUBLIC_ROUTES = frozenset({("GET", "/login"), ("HEAD", "/login"), ("GET", "/static"), ("HEAD", "/static"),
                            ("POST", "/api/login")})

@@ -21,6 +21,9 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  # Anything that is not loopback goes to a proxy that does not exist, and fails.
                  "--proxy-server=http://127.0.0.1:9", "--autoplay-policy=no-user-gesture-required"]
+# WebRTC between chromium and the recorder on 127.0.0.1: chromium gathers no loopback candidates
+# unless allowed, and would hide its host address behind an mDNS name the recorder can't resolve.
+WEBRTC_LOOPBACK_ARGS = ["--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 
 class Browser:
@@ -36,7 +39,7 @@ class Browser:
         context.on("requestfailed", lambda r: self.failed.append(r.url))
 
     def _request(self, request: Any) -> None:
-        self.requests.append({"url": request.url, "headers": request.all_headers(),
+        self.requests.append({"url": request.url, "method": request.method, "headers": request.all_headers(),
                               "body": request.post_data_buffer or b""})
 
     def page(self) -> Any:
@@ -47,14 +50,16 @@ class Browser:
 
 
 @contextmanager
-def chromium(profile: Path, base: str, *, ignore_https_errors: bool = False) -> Iterator[Browser]:
+def chromium(profile: Path, base: str, *, ignore_https_errors: bool = False,
+             extra_args: tuple[str, ...] = ()) -> Iterator[Browser]:
     """Debian's chromium with a fresh profile, as a Browser for the site at `base`."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), headless=True, accept_downloads=True,
-            ignore_https_errors=ignore_https_errors, viewport={"width": 1100, "height": 800}, args=CHROMIUM_ARGS)
+            ignore_https_errors=ignore_https_errors, viewport={"width": 1100, "height": 800},
+            args=[*CHROMIUM_ARGS, *extra_args])
         context.set_default_timeout(20_000)
         try:
             yield Browser(context, base)

@@ -5,9 +5,10 @@ let csrfToken = null;
 let onUnauthorized = () => {};
 
 export class HttpError extends Error {
-  constructor(status, message) {
+  constructor(status, message, body = null) {
     super(message);
     this.status = status;
+    this.body = body; // the JSON answer when there was one (e.g. {"error": …, "fallback": "mse"})
   }
 }
 
@@ -20,26 +21,28 @@ export function setUnauthorizedHandler(fn) {
 
 async function errorOf(resp) {
   let message = `${resp.status} ${resp.statusText}`;
+  let body = null;
   try {
-    const body = await resp.json();
+    body = await resp.json();
     if (body && typeof body.error === "string") message = body.error;
   } catch {
     // not JSON: keep the status line
   }
-  return new HttpError(resp.status, message);
+  return new HttpError(resp.status, message, body);
 }
 
-async function request(path, { method = "GET", body } = {}) {
-  const headers = { Accept: "application/json" };
+async function request(path, { method = "GET", body, raw, contentType, accept = "application/json" } = {}) {
+  const headers = { Accept: accept };
   if (method !== "GET" && method !== "HEAD") {
     if (!csrfToken && path !== "/api/login") await session();
     if (csrfToken) headers["X-CSRF-Token"] = csrfToken;
   }
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (raw !== undefined) headers["Content-Type"] = contentType;
   const resp = await fetch(path, {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: raw !== undefined ? raw : body === undefined ? undefined : JSON.stringify(body),
     credentials: "same-origin",
     cache: "no-store",
   });
@@ -103,4 +106,45 @@ export function clipResponse(id, part) {
 
 export async function clipBytes(id, part) {
   return new Uint8Array(await (await clipResponse(id, part)).arrayBuffer());
+}
+
+// --- live view (docs/web.md: WHEP-shaped signalling, the MSE WebSocket, the live state) ------
+
+const livePath = (camera) => `/api/live/${encodeURIComponent(camera)}`;
+
+/** Every camera's live streams: state, codec, size, fps, B-frames, viewers. */
+export const liveCameras = () => getJson("/api/live");
+/** One camera's live streams (polled by the player to show offline / reconnecting). */
+export const liveCamera = (camera) => getJson(livePath(camera));
+
+/** The WebSocket URL of a camera stream's fragmented-MP4 feed (same origin: the cookie goes along). */
+export function liveMseUrl(camera, stream) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${livePath(camera)}/mse?stream=${encodeURIComponent(stream)}`;
+}
+
+/**
+ * Sends a WebRTC offer WHEP-style; resolves to {answer, session}: the answer SDP and the session
+ * URL to DELETE when the viewer leaves. Rejects with HttpError (409 + body.fallback === "mse" for
+ * streams WebRTC cannot carry, 429 over the viewer limit).
+ */
+export async function whepOffer(camera, stream, sdp) {
+  const resp = await request(`${livePath(camera)}/whep?stream=${encodeURIComponent(stream)}`,
+    { method: "POST", raw: sdp, contentType: "application/sdp", accept: "application/sdp" });
+  const answer = await resp.text();
+  const where = resp.headers.get("Location");
+  // Only ever DELETE on this origin, whatever the header says.
+  const url = where ? new URL(where, location.href) : null;
+  return { answer, session: url && url.origin === location.origin ? url.pathname + url.search : null };
+}
+
+/**
+ * Ends a WHEP session. keepalive lets the request finish while the page is being left; a 401 here
+ * (the login session ended, and the server ended the live session with it) is not a reason to
+ * show the login page, so this bypasses request()'s handler.
+ */
+export async function whepEnd(session) {
+  const headers = csrfToken ? { "X-CSRF-Token": csrfToken } : {};
+  const resp = await fetch(session, { method: "DELETE", headers, credentials: "same-origin", cache: "no-store", keepalive: true });
+  if (!resp.ok && resp.status !== 404 && resp.status !== 401) throw await errorOf(resp);
 }

@@ -1,8 +1,10 @@
-// camrec's owner web app: one page with client-side routing over four views.
+// camrec's owner web app: one page with client-side routing over its views.
 //
-// The server answers /, /login, /camera/<name> and /event/<id> with the same shell; this script
-// draws the view for the address and follows links with history.pushState. Staying on one page
-// is what keeps the identity in memory while the owner moves between cameras and events.
+// The server answers /, /login, /camera/<name>, /event/<id>, /live and /live/<name> with the same
+// shell; this script draws the view for the address and follows links with history.pushState.
+// Staying on one page is what keeps the identity in memory while the owner moves between cameras
+// and events. A view that holds connections (the live players) registers what ends them; that
+// runs when the view is left, by navigation or when the page itself goes away (pagehide).
 
 import * as api from "./api.js";
 import * as identity from "./identity.js";
@@ -11,6 +13,7 @@ import { renderCameras } from "./views/cameras.js";
 import { forgetThumbnails } from "./views/clipdata.js";
 import { renderEvent } from "./views/event.js";
 import { renderKeyPanel, setRememberedFile } from "./views/key.js";
+import { renderLive, renderLiveGrid } from "./views/live.js";
 import { renderLogin } from "./views/login.js";
 import { renderTimeline } from "./views/timeline.js";
 
@@ -18,6 +21,17 @@ let loggedIn = false;
 let sessionUser = null; // "local" in `camrec web serve --store` mode: no accounts, nothing to log out of
 let pendingNotice = null;
 let renderSeq = 0;
+let onLeave = []; // what ends the current view's connections
+
+function leaveView() {
+  for (const fn of onLeave.splice(0)) {
+    try {
+      fn();
+    } catch (e) {
+      console.error(e);
+    }
+  }
+}
 
 function navigate(path, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", path);
@@ -57,6 +71,12 @@ function toggleKeyPanel(show) {
 
 async function render() {
   const seq = ++renderSeq;
+  leaveView();
+  // A view that finishes loading after the owner moved on ends its connections at once.
+  const scope = {
+    alive: () => seq === renderSeq,
+    onLeave: (fn) => (seq === renderSeq ? onLeave.push(fn) : fn()),
+  };
   const view = document.getElementById("view");
   const path = location.pathname;
   const params = new URLSearchParams(location.search);
@@ -80,9 +100,14 @@ async function render() {
       sessionUser = typeof s.user === "string" ? s.user : null;
       updateBar();
     }
-    if (!identity.hasIdentity()) toggleKeyPanel(true);
     let m;
+    // Live video needs no key (it is not encrypted at rest): don't push the key panel there.
+    const live = path === "/live" || path.startsWith("/live/");
+    if (live) toggleKeyPanel(false);
+    else if (!identity.hasIdentity()) toggleKeyPanel(true);
     if (path === "/" || path === "/index.html") await renderCameras(view);
+    else if (path === "/live") await renderLiveGrid(view, scope);
+    else if ((m = /^\/live\/([^/]+)$/.exec(path))) await renderLive(view, decodeURIComponent(m[1]), params, scope);
     else if ((m = /^\/camera\/([^/]+)$/.exec(path))) await renderTimeline(view, decodeURIComponent(m[1]), params);
     else if ((m = /^\/event\/([^/]+)$/.exec(path))) await renderEvent(view, decodeURIComponent(m[1]), params);
     else view.replaceChildren(el("h1", { text: "Not found" }), el("a", { href: "/", "data-link": true, text: "Cameras" }));
@@ -106,6 +131,10 @@ async function boot() {
     navigate(url.pathname + url.search);
   });
   window.addEventListener("popstate", render);
+  window.addEventListener("pagehide", leaveView);
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) render(); // back from the back/forward cache: the live views start again
+  });
   document.getElementById("key-button").addEventListener("click", () => toggleKeyPanel());
   document.getElementById("logout").addEventListener("click", async () => {
     try {

@@ -62,3 +62,85 @@ export function mimeTypeOf(bytes) {
   const s = found.start;
   return `video/mp4; codecs="avc1.${hex(bytes[s + 1])}${hex(bytes[s + 2])}${hex(bytes[s + 3])}"`;
 }
+
+// --- live fragments (the MSE live player): where the keyframes are ----------------------------
+//
+// Removing played video from a SourceBuffer also removes every frame that depends on what was
+// removed, up to the next keyframe: cutting into a GOP would empty the buffer until the camera's
+// next keyframe (seconds away with a long GOP). The live player therefore trims only up to a
+// keyframe, and learns where they are from the fragments' boxes (ISO/IEC 14496-12 8.8).
+
+const NON_SYNC = 0x10000; // sample_is_non_sync_sample
+
+function u64(b, o) {
+  return u32(b, o) * 2 ** 32 + u32(b, o + 4);
+}
+function i32(b, o) {
+  return u32(b, o) | 0;
+}
+
+/** {timescale, defaultFlags} of the (single) video track of an init segment; null if absent. */
+export function trackTimingOf(bytes) {
+  let timescale = null;
+  let defaultFlags = 0;
+  const visit = (s, e) => walk(bytes, s, e, (t, bs, be) => {
+    if (t === "moov" || t === "trak" || t === "mdia" || t === "mvex") return visit(bs, be);
+    if (t === "mdhd" && be - bs >= 24) timescale = bytes[bs] === 1 ? u32(bytes, bs + 20) : u32(bytes, bs + 12);
+    if (t === "trex" && be - bs >= 24) defaultFlags = u32(bytes, bs + 20);
+    return null;
+  });
+  visit(0, bytes.length);
+  return timescale ? { timescale, defaultFlags } : null;
+}
+
+/** Presentation times (in track ticks) of the keyframes in a media segment (moof + mdat …). */
+export function keyframeTimes(bytes, defaultFlags = 0) {
+  const out = [];
+  walk(bytes, 0, bytes.length, (t, s, e) => {
+    if (t !== "moof") return null;
+    walk(bytes, s, e, (tt, ts, te) => {
+      if (tt !== "traf") return null;
+      let flags = defaultFlags;
+      let decodeTime = 0;
+      let defaultDuration = 0;
+      walk(bytes, ts, te, (bt, bs, be) => {
+        const f = u32(bytes, bs) & 0xffffff;
+        if (bt === "tfhd") {
+          let o = bs + 8;
+          if (f & 0x01) o += 8;
+          if (f & 0x02) o += 4;
+          if (f & 0x08) defaultDuration = u32(bytes, o);
+          if (f & 0x08) o += 4;
+          if (f & 0x10) o += 4;
+          if (f & 0x20 && o + 4 <= be) flags = u32(bytes, o);
+        } else if (bt === "tfdt") {
+          decodeTime = bytes[bs] === 1 ? u64(bytes, bs + 4) : u32(bytes, bs + 4);
+        } else if (bt === "trun") {
+          const count = u32(bytes, bs + 4);
+          let o = bs + 8;
+          if (f & 0x01) o += 4;
+          const first = f & 0x04 ? u32(bytes, o) : null;
+          if (f & 0x04) o += 4;
+          let time = decodeTime;
+          for (let i = 0; i < count && o <= be; i++) {
+            const duration = f & 0x100 ? u32(bytes, o) : defaultDuration;
+            if (f & 0x100) o += 4;
+            if (f & 0x200) o += 4;
+            let sampleFlags = f & 0x400 ? u32(bytes, o) : flags;
+            if (f & 0x400) o += 4;
+            if (i === 0 && first !== null) sampleFlags = first;
+            const cto = f & 0x800 ? (bytes[bs] === 1 ? i32(bytes, o) : u32(bytes, o)) : 0;
+            if (f & 0x800) o += 4;
+            if (o > be) break;
+            if (!(sampleFlags & NON_SYNC)) out.push(time + cto);
+            time += duration;
+          }
+        }
+        return null;
+      });
+      return null;
+    });
+    return null;
+  });
+  return out;
+}

@@ -17,9 +17,18 @@ export async function renderCameras(view) {
   view.replaceChildren(el("h1", { text: "Cameras" }), el("p", { class: "hint", text: "Loading…" }));
   const list = await api.cameras();
   const grid = el("div", { class: "cameras", id: "camera-list" });
-  for (const cam of Array.isArray(list) ? list : []) grid.append(cameraCard(cam));
-  view.replaceChildren(el("h1", { text: "Cameras" }), grid);
+  for (const cam of Array.isArray(list) ? list : []) grid.append(cameraItem(cam));
+  const head = el("div", { class: "page-head" }, el("h1", { text: "Cameras" }),
+    el("a", { href: "/live", "data-link": true, id: "live-all", class: "button-link", text: "▶ All cameras live" }));
+  view.replaceChildren(head, grid);
   if (!grid.children.length) grid.append(el("p", { class: "hint", text: "No cameras." }));
+}
+
+// The card opens the camera's timeline; the link under it, its live view.
+function cameraItem(cam) {
+  const name = String(cam.name);
+  return el("div", { class: "camera-item" }, cameraCard(cam),
+    el("a", { href: `/live/${encodeURIComponent(name)}`, "data-link": true, "data-live": name, class: "live-link", text: "▶ Live" }));
 }
 
 function cameraCard(cam) {

@@ -29,7 +29,8 @@ export async function renderTimeline(view, camera, params) {
     el("a", { href: `${base}?day=${prev}`, "data-link": true, id: "prev-day", text: "◀ Previous day" }),
     el("strong", { id: "day", text: localDay(start) }),
     el("a", { href: `${base}?day=${next}`, "data-link": true, id: "next-day", text: "Next day ▶" }));
-  const head = el("div", { class: "title" }, el("a", { href: "/", "data-link": true, text: "Cameras" }), " / ", el("strong", { text: camera }));
+  const head = el("div", { class: "title" }, el("a", { href: "/", "data-link": true, text: "Cameras" }), " / ", el("strong", { text: camera }),
+    " · ", el("a", { href: `/live/${encodeURIComponent(camera)}`, "data-link": true, id: "timeline-live", text: "▶ Live" }));
   view.replaceChildren(head, nav, el("p", { class: "hint", text: "Loading…" }));
 
   const [rows, cams] = await Promise.all([
