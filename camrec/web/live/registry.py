@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["webrtc", "mse"]
 SWEEP_SECONDS = 1.0
+PER_SESSION = 4  # live views of one camera one login session may hold (transport race, tabs, grid)
 
 
 class ViewerLimitError(Exception):
@@ -72,20 +73,29 @@ class LiveRegistry:
     # --- limits ---------------------------------------------------------------------------------
 
     def count(self, camera: str) -> int:
-        return sum(1 for v in self.viewers.values() if v.camera == camera) + self._pending.get(camera, 0)
+        """Viewers of `camera`, counted by login session: the page races WebRTC against MSE for a
+        moment, and a grid tile and the camera's page may both be open; that is one person."""
+        seen = {v.session_id or v.id for v in self.viewers.values() if v.camera == camera}
+        return len(seen) + self._pending.get(camera, 0)
 
     @contextlib.contextmanager
-    def slot(self, camera: str) -> Any:
+    def slot(self, camera: str, session_id: str | None = None) -> Any:
         """Holds one of the camera's viewer slots while a viewer is set up (an offer's ICE gathering
-        takes a moment: two offers at once must not both squeeze into the last slot)."""
-        if self.count(camera) >= self.max_viewers:
+        takes a moment: two offers at once must not both squeeze into the last slot). A session
+        that already watches the camera needs no new slot, up to PER_SESSION viewers of it."""
+        mine = sum(1 for v in self.viewers.values()
+                   if v.camera == camera and session_id is not None and v.session_id == session_id)
+        if mine >= PER_SESSION:
+            raise ViewerLimitError(f"this login already has {PER_SESSION} live views of camera {camera} open")
+        if not mine and self.count(camera) >= self.max_viewers:
             raise ViewerLimitError(f"camera {camera} already has {self.max_viewers} live viewer(s), the most "
                                    "allowed (web.live.max_viewers)")
-        self._pending[camera] = self._pending.get(camera, 0) + 1
+        pending = 0 if mine else 1
+        self._pending[camera] = self._pending.get(camera, 0) + pending
         try:
             yield
         finally:
-            self._pending[camera] -= 1
+            self._pending[camera] -= pending
             if not self._pending[camera]:
                 del self._pending[camera]
 

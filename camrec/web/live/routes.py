@@ -45,7 +45,7 @@ MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is a few kilobytes
 VIEWER_MAX_ITEMS = 150
 VIEWER_MAX_BYTES = 8 * 1024 * 1024
 RECONNECTING_SECONDS = 60.0  # a camera silent for longer than this is shown as offline
-CONNECT_SECONDS = 15.0  # a WebRTC viewer must connect within this after its answer
+CONNECT_SECONDS = 10.0  # a WebRTC viewer must connect within this after its answer
 CAPTURE_ROLE = {"main": "main", "sub": "detect"}  # live stream name → the daemon's capture role
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -194,7 +194,7 @@ class _Live:
             if ended:
                 asyncio.get_running_loop().create_task(self.registry.end(ended[0], "connection closed"))
 
-        with self._slot(camera):
+        with self._slot(camera, request):
             sub = self._subscribe(request, hub, "webrtc")
             peer = LivePeer(sub, IceSettings(addresses=webrtc.addresses, ports=webrtc.ports), on_closed=closed)
             try:
@@ -232,9 +232,9 @@ class _Live:
         return web.json_response({"ok": True}, headers=_NO_STORE)
 
     @contextlib.contextmanager
-    def _slot(self, camera: str) -> Any:
+    def _slot(self, camera: str, request: web.Request) -> Any:
         try:
-            with self.registry.slot(camera):
+            with self.registry.slot(camera, session_cookie(request)):
                 yield
         except ViewerLimitError as exc:
             raise ApiError(429, str(exc), hint="close another live view of this camera") from None
@@ -244,7 +244,7 @@ class _Live:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, compress=False)
         if not ws.can_prepare(request).ok:
             raise ApiError(400, "this URL expects a WebSocket upgrade")
-        with self._slot(camera):
+        with self._slot(camera, request):
             sub = self._subscribe(request, hub, "mse")
             viewer = self._viewer(request, camera, stream, "mse", sub)
             viewer.closer = ws.close
