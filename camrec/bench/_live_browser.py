@@ -76,15 +76,18 @@ function watch(v, t0, joinedMs, seconds, skip) {
   return new Promise((resolve) => {
     const out = {first_frame_ms: null, first_age_ms: null, latencies: [], frames: 0, unreadable: 0};
     let firstAt = null, done = false;
+    // The age at the join of the first frame whose stamp reads (the very first one may be drawn
+    // before it is complete); negative: captured after the join, so not from the cached GOP.
+    const age = (stamp) => (joinedMs - stamp + MOD * 1.5) % MOD - MOD / 2;
     const finish = () => { if (!done) { done = true; resolve(out); } };
     const onFrame = () => {
       if (done) return;
       const now = performance.now(), nowMs = Date.now(), stamp = readStamp(v);
       out.frames++;
       if (stamp === null) out.unreadable++;
+      if (out.first_age_ms === null && stamp !== null && out.frames <= 5) out.first_age_ms = age(stamp);
       if (firstAt === null) {
         firstAt = now; out.first_frame_ms = now - t0;
-        if (stamp !== null) out.first_age_ms = (joinedMs - stamp + MOD) % MOD;
       } else if (now - firstAt > skip * 1000 && stamp !== null) {
         out.latencies.push((nowMs - stamp + MOD) % MOD);
       }

@@ -112,8 +112,8 @@ class WebRtcViewer:
                 self.frames += 1
                 if self.first_frame_ms is None and self.started is not None:
                     self.first_frame_ms = (time.monotonic() - self.started) * 1000
-                    if stamp is not None:
-                        self.first_age_ms = (self._joined_ms - stamp) % MODULUS
+                    if stamp is not None:  # negative: a frame captured after the join (no cached start)
+                        self.first_age_ms = (self._joined_ms - stamp + MODULUS // 2) % MODULUS - MODULUS // 2
                 elif self.collect and stamp is not None:
                     self.latencies.append((now_ms - stamp) % MODULUS)
         except MediaStreamError:
