@@ -133,6 +133,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"The owner's web app (this machine only) serves the demo's store {when}:")
     for line in _web_lines(url, password, key_path):
         print(line)
+    print(f"  live:     {url}live   (the camera as it records; no key needed)")
     print(flush=True)
     config = load_config(config_path)
     daemon = Daemon(config)
