@@ -8,10 +8,25 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from camrec.crypto.keys import X25519Identity
+
+# `camrec <args>` with some module constants set first (argv[1]: JSON {"module.NAME": value}), for
+# tests that need a product timing shortened in a child process, where monkeypatch cannot reach.
+_PATCHED_MAIN = """\
+import importlib, json, sys
+for name, value in json.loads(sys.argv[1]).items():
+    module, _, attr = name.rpartition(".")
+    mod = importlib.import_module(module)
+    if not hasattr(mod, attr):
+        raise SystemExit(f"no constant {name} to patch")
+    setattr(mod, attr, value)
+from camrec.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
 
 
 class Daemon:
@@ -66,8 +81,12 @@ class Daemon:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}; rows={self.rows()}\n{self.log.read_text()}")
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "camrec", *args], capture_output=True, text=True, timeout=120)
+    def cli(self, *args: str, constants: Mapping[str, float] | None = None) -> subprocess.CompletedProcess:
+        """`camrec <args>`; `constants` ({"camrec.module.NAME": value}) are set in the child first."""
+        cmd = [sys.executable, "-m", "camrec", *args]
+        if constants:
+            cmd = [sys.executable, "-c", _PATCHED_MAIN, json.dumps(dict(constants)), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
     @property
     def pid(self) -> int:
