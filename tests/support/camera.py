@@ -374,6 +374,15 @@ class RtspCamera:
         pattern = rf"EVENT session mount={re.escape(mount)}$" if mount else r"EVENT session mount="
         return len(re.findall(pattern, self.log_text(), re.MULTILINE))
 
+    def event_times(self, pattern: str) -> list[float]:
+        """When the server logged each line ``<time> <pattern>``, across restarts, in order: seconds
+        of the day on the server's clock (millisecond resolution). For gaps between events."""
+        times = []
+        for m in re.finditer(rf"^(\d\d):(\d\d):(\d\d)\.(\d{{3}}) {pattern}", self.log_text(), re.MULTILINE):
+            h, mi, sec, ms = (int(g) for g in m.groups())
+            times.append(h * 3600 + mi * 60 + sec + ms / 1000)
+        return times
+
     def wait_for_sessions(self, count: int, mount: str | None = None, timeout: float = 15.0) -> None:
         """Wait until ``sessions(mount) >= count``; raises RtspCameraError on timeout."""
         deadline = time.monotonic() + timeout
