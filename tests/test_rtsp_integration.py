@@ -1,8 +1,9 @@
 """`camrec run` against a real RTSP camera (GStreamer) on 127.0.0.1, checked with age and ffprobe.
 
-The camera serves 30 s of 640x360 H.264 with sensor noise, looping, with an object crossing only at
-8–12 s and 20–23 s of each session. What a clip shows is checked from its pixels (not from the
-detector's own output): the object must be absent for at least the pre-roll at the start.
+The camera serves 640x360 H.264 with sensor noise, looping, with an object crossing only at 4–7 s
+and 15–18 s of each session (22 s; the detect sub-stream test uses the shared 30 s `test_media`,
+8–12 s and 20–23 s). What a clip shows is checked from its pixels (not from the detector's own
+output): the object must be absent for at least the pre-roll at the start.
 """
 
 from __future__ import annotations
@@ -20,10 +21,27 @@ import pytest
 
 from camrec.crypto.stream import decrypt_bytes
 from tests.helpers import ffprobe, plaintext_markers_in, stored_files
+from tests.support.camera import media_cache_dir, require_rtsp_camera
 from tests.support.daemon import Daemon
+from tests.support.media import make_camera_media
 
 PRE_ROLL = 3.0
 POST_ROLL = 2.0
+
+
+@pytest.fixture(scope="module")
+def early_media(request, tmp_path_factory):
+    """Motion sooner after each connect than in `test_media` (whose first event is at 8 s), still
+    later than the 3 s pre-roll (plus a 1 s GOP), and two events 11 s apart with 3 s between the
+    clips; 22 s, so the loop's next event (at 26 s) is far from the second clip's end."""
+    require_rtsp_camera()
+    return make_camera_media(media_cache_dir(request.config, tmp_path_factory), sub_size=None, duration=22.0,
+                             motion_windows=((4.0, 7.0), (15.0, 18.0)))
+
+
+@pytest.fixture
+def early_camera(rtsp_camera_factory, early_media):
+    return rtsp_camera_factory(early_media)
 
 
 @pytest.fixture
@@ -88,16 +106,16 @@ def assert_no_plaintext(storage: Path) -> None:
         assert plaintext_markers_in(f) == [], f
 
 
-def test_records_motion_clips_from_rtsp(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"))
+def test_records_motion_clips_from_rtsp(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"))
     d.start()
-    # One 30 s loop has two motion windows (8–12 s, 20–23 s): expect two clips.
+    # One loop has two motion windows (4–7 s, 15–18 s): expect two clips.
     rows = d.wait_for(lambda rows: sum(r["state"] == "complete" for r in rows) >= 2, 45, "two clips")
     assert d.stop() == 0
     rows = d.rows()
     assert [r["state"] for r in rows] == ["complete", "complete"]
     first, second = rows
-    # the clips are about 12 s apart, as the motion windows are
+    # the clips are about 11 s apart, as the motion windows are
     assert 9.0 <= second["start"] - first["start"] <= 15.0
     check_clips(d, rows, tmp_path)
     assert_no_plaintext(d.storage)
@@ -118,7 +136,8 @@ def test_detect_substream(rtsp_camera, daemon_factory, tmp_path):
     assert "detect stream connected: h264 320x180" in d.log.read_text()
 
 
-def test_resumes_after_camera_restart(rtsp_camera, daemon_factory, tmp_path):
+def test_resumes_after_camera_restart(early_camera, daemon_factory, tmp_path):
+    rtsp_camera = early_camera
     d = daemon_factory(rtsp_camera.url("/cam"))
     d.start()
     rtsp_camera.wait_for_sessions(1)
@@ -127,7 +146,7 @@ def test_resumes_after_camera_restart(rtsp_camera, daemon_factory, tmp_path):
     time.sleep(2)
     restarted = time.time()
     rtsp_camera.start()
-    # The new session starts at frame 0 again: motion at 8 s after the reconnect.
+    # The new session starts at frame 0 again: motion at 4 s after the reconnect.
     rows = d.wait_for(lambda rows: any(r["state"] == "complete" and r["start"] > restarted for r in rows),
                       30, "a clip after the camera restart")
     d.stop()
@@ -137,8 +156,8 @@ def test_resumes_after_camera_restart(rtsp_camera, daemon_factory, tmp_path):
     assert "stream lost" in log and log.count("main stream connected") >= 2
 
 
-def test_index_and_files_agree_after_daemon_kill(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"))
+def test_index_and_files_agree_after_daemon_kill(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"))
     d.start()
     # kill -9 while the first clip is being written
     d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
