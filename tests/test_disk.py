@@ -130,7 +130,16 @@ def test_unmounted_storage_is_not_refilled_on_the_root_fs(tmpfs, tmp_path):
     try:
         d.wait_for(lambda rows: any(r["state"] == "recording" for r in rows), 30, "recording")
         subprocess.run(["umount", "-l", str(disk)], check=True)  # the USB disk is pulled
-        time.sleep(14)  # motion goes on: clips would be split (max_clip 10 s) and new ones opened
+        # Motion goes on: the open clip is split at max_clip (10 s) and the recorder tries to open the
+        # next one, which is where a new file could land on the root filesystem: wait for that
+        # refusal (then one more status turn: status.json must not land there either).
+        refusal = "front: storage " + str(disk)
+        deadline = time.monotonic() + 30
+        while d.log.read_text().count(refusal) < 1:
+            assert d.proc is not None and d.proc.poll() is None, d.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, d.log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
         assert d.proc is not None and d.proc.poll() is None
         assert d.stop(signal.SIGTERM) == 0
     finally:
