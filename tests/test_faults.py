@@ -219,13 +219,16 @@ def test_refused_and_black_holed_cameras_dont_hang(tmp_path):
     assert "Traceback" not in d.log.read_text()
 
 
-def test_camera_comes_back_with_another_resolution(test_media, tmp_path, request):
-    from tests.support.camera import media_cache_dir
+def test_camera_comes_back_with_another_resolution(tmp_path, request):
+    from tests.support.camera import media_cache_dir, require_rtsp_camera
 
-    small = make_camera_media(media_cache_dir(request.config, request.getfixturevalue("tmp_path_factory")),
-                              width=320, height=180, sub_size=None, motion_windows=((2.0, 5.0),), duration=10.0)
+    require_rtsp_camera()
+    cache = media_cache_dir(request.config, request.getfixturevalue("tmp_path_factory"))
+    # 640x360 with the object crossing from 0.5 s on (test_crash's clip): a clip opens at once.
+    big = make_camera_media(cache, sub_size=None, motion_windows=((0.5, 10.0), (10.0, 20.0), (20.0, 29.5)))
+    small = make_camera_media(cache, width=320, height=180, sub_size=None, motion_windows=((2.0, 5.0),), duration=10.0)
     port = free_port()
-    big_cam = RtspCamera({"/cam": test_media.main}, port=port, log_dir=tmp_path / "cam1").start()
+    big_cam = RtspCamera({"/cam": big.main}, port=port, log_dir=tmp_path / "cam1").start()
     d = Daemon(tmp_path, big_cam.url("/cam"))
     d.start()
     try:
