@@ -28,6 +28,16 @@ RESUME_LIMIT_S = 3.0
 SCHEDULING_SLACK_S = 0.5
 
 
+@pytest.fixture(scope="module")
+def busy_media(request, tmp_path_factory):
+    """640x360 with the object crossing from 0.5 s to 29.5 s (test_crash's clip): a clip opens at once."""
+    from tests.support.camera import media_cache_dir, require_rtsp_camera
+
+    require_rtsp_camera()
+    return make_camera_media(media_cache_dir(request.config, tmp_path_factory), sub_size=None,
+                             motion_windows=((0.5, 10.0), (10.0, 20.0), (20.0, 29.5)))
+
+
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
@@ -144,7 +154,8 @@ def test_repeated_drop_freeze_restart(rtsp_camera, tmp_path, request):
     assert all(r["state"] == "complete" for r in d.rows())
 
 
-def test_clip_closed_when_camera_disappears(rtsp_camera, tmp_path):
+def test_clip_closed_when_camera_disappears(rtsp_camera_factory, busy_media, tmp_path):
+    rtsp_camera = rtsp_camera_factory(busy_media)  # the object crosses from 0.5 s on: a clip opens at once
     d = Daemon(tmp_path, rtsp_camera.url("/cam"))
     d.start()
     try:
@@ -219,16 +230,13 @@ def test_refused_and_black_holed_cameras_dont_hang(tmp_path):
     assert "Traceback" not in d.log.read_text()
 
 
-def test_camera_comes_back_with_another_resolution(tmp_path, request):
-    from tests.support.camera import media_cache_dir, require_rtsp_camera
+def test_camera_comes_back_with_another_resolution(busy_media, tmp_path, request):
+    from tests.support.camera import media_cache_dir
 
-    require_rtsp_camera()
-    cache = media_cache_dir(request.config, request.getfixturevalue("tmp_path_factory"))
-    # 640x360 with the object crossing from 0.5 s on (test_crash's clip): a clip opens at once.
-    big = make_camera_media(cache, sub_size=None, motion_windows=((0.5, 10.0), (10.0, 20.0), (20.0, 29.5)))
-    small = make_camera_media(cache, width=320, height=180, sub_size=None, motion_windows=((2.0, 5.0),), duration=10.0)
+    small = make_camera_media(media_cache_dir(request.config, request.getfixturevalue("tmp_path_factory")),
+                              width=320, height=180, sub_size=None, motion_windows=((2.0, 5.0),), duration=10.0)
     port = free_port()
-    big_cam = RtspCamera({"/cam": big.main}, port=port, log_dir=tmp_path / "cam1").start()
+    big_cam = RtspCamera({"/cam": busy_media.main}, port=port, log_dir=tmp_path / "cam1").start()
     d = Daemon(tmp_path, big_cam.url("/cam"))
     d.start()
     try:

@@ -1,9 +1,9 @@
 """`camrec run` against a real RTSP camera (GStreamer) on 127.0.0.1, checked with age and ffprobe.
 
-The camera serves 640x360 H.264 with sensor noise, looping, with an object crossing only at 4–7 s
-and 15–18 s of each session (22 s; the detect sub-stream test uses the shared 30 s `test_media`,
-8–12 s and 20–23 s). What a clip shows is checked from its pixels (not from the detector's own
-output): the object must be absent for at least the pre-roll at the start.
+The camera serves 22 s of 640x360 H.264 (and a 320x180 sub-stream) with sensor noise, looping, with
+an object crossing only at 4–7 s and 15–18 s of each session. What a clip shows is checked from its
+pixels (not from the detector's own output): the object must be absent for at least the pre-roll at
+the start.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def early_media(request, tmp_path_factory):
     later than the 3 s pre-roll (plus a 1 s GOP), and two events 11 s apart with 3 s between the
     clips; 22 s, so the loop's next event (at 26 s) is far from the second clip's end."""
     require_rtsp_camera()
-    return make_camera_media(media_cache_dir(request.config, tmp_path_factory), sub_size=None, duration=22.0,
+    return make_camera_media(media_cache_dir(request.config, tmp_path_factory), duration=22.0,
                              motion_windows=((4.0, 7.0), (15.0, 18.0)))
 
 
@@ -127,8 +127,8 @@ def test_records_motion_clips_from_rtsp(early_camera, daemon_factory, tmp_path):
     assert len(list(out.glob("*.mp4"))) == 2
 
 
-def test_detect_substream(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"), rtsp_camera.url("/cam_sub"))
+def test_detect_substream(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"), early_camera.url("/cam_sub"))
     d.start()
     rows = d.wait_for(lambda rows: any(r["state"] == "complete" for r in rows), 30, "a clip")
     d.stop()
@@ -190,8 +190,8 @@ def test_index_and_files_agree_after_daemon_kill(early_camera, daemon_factory, t
     assert os.path.getsize(cut) == rows[0]["size"] or rows[0]["size"] <= os.path.getsize(cut)
 
 
-def test_sigterm_closes_the_open_clip_cleanly(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"))
+def test_sigterm_closes_the_open_clip_cleanly(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"))
     d.start()
     d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
     assert d.stop(signal.SIGTERM) == 0
