@@ -44,9 +44,9 @@ class _Null:
 def test_kill_9_loses_at_most_about_a_second(rtsp_camera_factory, busy_media, tmp_path, request):
     kills = 200 if request.config.getoption("--long") else 10
     rng = random.Random(20261121)
-    # Stratified kill moments: one in each of `kills` equal slices of 0-2 s into the clip (shuffled),
-    # so even a few kills land all over the 0.5 s fragment and 0.65 s chunk cycles.
-    delays = [(i + rng.random()) * 2.0 / kills for i in range(kills)]
+    # Stratified kill moments: one in each of `kills` equal slices of 0-1.3 s into the clip
+    # (shuffled): two periods of both the 0.5 s fragments and the 0.65 s chunks, evenly covered.
+    delays = [(i + rng.random()) * 1.3 / kills for i in range(kills)]
     rng.shuffle(delays)
     cam = rtsp_camera_factory(busy_media)
     d = Daemon(tmp_path, cam.url("/cam"), pre_roll=1.0, post_roll=1.0)

@@ -141,7 +141,7 @@ def test_resumes_after_camera_restart(early_camera, daemon_factory, tmp_path):
     d = daemon_factory(rtsp_camera.url("/cam"))
     d.start()
     rtsp_camera.wait_for_sessions(1)
-    time.sleep(3)
+    time.sleep(1)
     rtsp_camera.stop()
     time.sleep(2)
     restarted = time.time()
