@@ -163,8 +163,11 @@ def test_index_and_files_agree_after_daemon_kill(early_camera, daemon_factory, t
     d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
     time.sleep(1.5)
     d.stop(signal.SIGKILL)
+    killed = {r["id"] for r in d.rows()}
     d.start()
-    rows = d.wait_for(lambda rows: any(r["state"] == "complete" for r in rows), 40, "a clip after the restart")
+    # Recording again after the restart; the clean stop closes that clip (complete).
+    d.wait_for(lambda rows: any(r["id"] not in killed and r["state"] == "recording" and r["size"] > 2000
+                                for r in rows), 40, "a clip after the restart")
     assert d.stop() == 0
     rows = d.rows()
     states = [r["state"] for r in rows]
