@@ -1,7 +1,7 @@
 """Issue 10: a subscriber that never reads costs the recorder nothing.
 
 The real daemon records a real RTSP camera on 127.0.0.1 (in-process, so the test can subscribe to
-its hub). Until a clip has been recorded and closed (~15 s), a test subscriber with a small queue
+its hub). Until a clip has been recorded and closed (~10 s), a test subscriber with a small queue
 reads nothing while a second one, a push witness, writes down every packet the hub publishes. Then:
 - the stalled subscriber dropped packets (it really overflowed) and its drops are counted;
 - the recorder's subscription got every published packet, and its inbox dropped none;
@@ -52,7 +52,9 @@ def _clip_dts(path: Path) -> tuple[list[Fraction], bool]:
     return [int(p["dts"]) * base for p in packets], packets[0]["flags"].startswith("K")
 
 
-def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera, tmp_path: Path) -> None:
+def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera_factory, early_media,
+                                                                  tmp_path: Path) -> None:
+    rtsp_camera = rtsp_camera_factory(early_media)  # motion at 4-7 s and 15-18 s of the session
     owner = X25519Identity.generate()
     key = tmp_path / "owner.key"
     key.write_text(f"{owner}\n")
@@ -83,8 +85,8 @@ def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera, t
         attached_at = time.time()
         stalled = hub.subscribe("stalled", start="cached_keyframe", max_items=30)
         clips_before = {r.path for r in daemon.store.index.query()} if daemon.store else set()
-        # Stalled until a clip that began after the witness attached has closed (motion at 8-12 s
-        # of each camera session: ~15 s); the stalled queue overflows within 2 s of that.
+        # Stalled until a clip that began after the witness attached has closed (motion at 4-7 s of
+        # the camera session: ~10 s, or the 15-18 s one); the stalled queue overflows within 2 s.
         stall_end = time.monotonic() + STALL_LIMIT_SECONDS
         while not _closed_clips_since(storage, clips_before, attached_at + 0.5):
             assert runner.is_alive() and time.monotonic() < stall_end, "no clip closed during the stall"
@@ -129,7 +131,7 @@ def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera, t
     # Every clip that began after the witness attached is an exact, contiguous run of the
     # published packets from a keyframe on: nothing missing, nothing added, nothing reordered.
     clips = _closed_clips_since(storage, clips_before, attached_at + 0.5)
-    assert clips, "no clip was closed during the stall (the test media has motion every 30 s)"
+    assert clips, "no clip was closed during the stall (the camera has motion at 4-7 s and 15-18 s)"
     keyframes = [i for i, p in enumerate(witness) if p.keyframe]
     for path in clips:
         plain = tmp_path / (Path(path).name + ".mp4")

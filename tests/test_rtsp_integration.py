@@ -21,22 +21,10 @@ import pytest
 
 from camrec.crypto.stream import decrypt_bytes
 from tests.helpers import ffprobe, plaintext_markers_in, stored_files
-from tests.support.camera import media_cache_dir, require_rtsp_camera
 from tests.support.daemon import Daemon
-from tests.support.media import make_camera_media
 
 PRE_ROLL = 3.0
 POST_ROLL = 2.0
-
-
-@pytest.fixture(scope="module")
-def early_media(request, tmp_path_factory):
-    """Motion sooner after each connect than in `test_media` (whose first event is at 8 s), still
-    later than the 3 s pre-roll (plus a 1 s GOP), and two events 11 s apart with 3 s between the
-    clips; 22 s, so the loop's next event (at 26 s) is far from the second clip's end."""
-    require_rtsp_camera()
-    return make_camera_media(media_cache_dir(request.config, tmp_path_factory), duration=22.0,
-                             motion_windows=((4.0, 7.0), (15.0, 18.0)))
 
 
 @pytest.fixture
