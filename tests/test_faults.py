@@ -208,9 +208,21 @@ def test_refused_and_black_holed_cameras_dont_hang(tmp_path):
                extra=f"    open_timeout: 2s\n  other:\n    source: rtsp://127.0.0.1:{refused_port}/cam\n")
     d.start()
     try:
-        time.sleep(3)
-        fds0, threads0 = fd_count(d.pid), thread_count(d.pid)
-        time.sleep(9)  # several more attempts at both cameras
+        # Until both cameras have failed once (the black hole after its 2 s open timeout).
+        deadline = time.monotonic() + 30
+        def errors() -> dict[str, str | None]:
+            return {name: cam["streams"]["main"].get("error") for name, cam in d.status().get("cameras", {}).items()}
+
+        while not (accepted and len(errors()) == 2 and all(errors().values())):
+            assert d.proc.poll() is None and time.monotonic() < deadline, d.log.read_text()[-3000:]
+            time.sleep(0.1)
+        fds0, threads0, tries0 = fd_count(d.pid), thread_count(d.pid), len(accepted)
+        # Several more attempts at both cameras: two more at the black hole (2 s open timeout plus
+        # backoff each), many more refused meanwhile; then a status turn.
+        while len(accepted) < max(tries0 + 2, 3):
+            assert d.proc.poll() is None and time.monotonic() < deadline, d.log.read_text()[-3000:]
+            time.sleep(0.1)
+        time.sleep(0.6)
         doc = d.status()
         assert doc["state"] == "running"
         errors = {name: cam["streams"]["main"]["error"] for name, cam in doc["cameras"].items()}
