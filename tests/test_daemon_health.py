@@ -72,6 +72,7 @@ def test_recorder_failing_every_clip_is_unhealthy(tmp_path, monkeypatch, caplog)
     nothing, left 0-byte files and open descriptors, fed the watchdog and exited 0."""
     monkeypatch.setattr(recorder_mod, "CLIP_FAILURE_SECONDS", 3.0)
     monkeypatch.setattr(daemon_mod, "FAILING_EXIT_SECONDS", 3.0)
+    monkeypatch.setattr(recorder_mod, "STORAGE_RETRY_SECONDS", 1.0)  # the three failed clips sooner (was 5 s apart)
     owner = X25519Identity.generate()
     storage = tmp_path / "storage"
     cfg = tmp_path / "camrec.yaml"
