@@ -94,7 +94,7 @@ def test_disk_full_is_survived_and_reported(tmpfs, tmp_path):
     filler = disk / "filler.bin"
     filler.write_bytes(b"\0" * 1_400_000)
     d = storage_daemon(tmp_path, disk, "  min_free: 0\n")
-    d.start()
+    d.start(constants={"camrec.record.recorder.STORAGE_RETRY_SECONDS": 1.0})  # clips retried after 1 s, not 5 s
     try:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:

@@ -48,10 +48,17 @@ class Daemon:
         self.log = tmp / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, constants: Mapping[str, float] | None = None) -> None:
+        """`camrec run`; `constants` ({"camrec.module.NAME": value}) are set in the child first."""
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "camrec", "run", "-c", str(self.config)],
+            self.proc = subprocess.Popen(self._command("run", "-c", str(self.config), constants=constants),
                                          stdout=log, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def _command(*args: str, constants: Mapping[str, float] | None = None) -> list[str]:
+        if constants:
+            return [sys.executable, "-c", _PATCHED_MAIN, json.dumps(dict(constants)), *args]
+        return [sys.executable, "-m", "camrec", *args]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -83,10 +90,7 @@ class Daemon:
 
     def cli(self, *args: str, constants: Mapping[str, float] | None = None) -> subprocess.CompletedProcess:
         """`camrec <args>`; `constants` ({"camrec.module.NAME": value}) are set in the child first."""
-        cmd = [sys.executable, "-m", "camrec", *args]
-        if constants:
-            cmd = [sys.executable, "-c", _PATCHED_MAIN, json.dumps(dict(constants)), *args]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        return subprocess.run(self._command(*args, constants=constants), capture_output=True, text=True, timeout=120)
 
     @property
     def pid(self) -> int:
