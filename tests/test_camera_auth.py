@@ -12,6 +12,7 @@ import time
 import pytest
 
 from camrec.errors import AuthError, SourceError
+from camrec.sources import capture as capture_mod
 from camrec.sources.capture import AUTH_BACKOFF, BACKOFF_MAX, Capture, auth_backoff
 from camrec.sources.hub import PacketHub
 from camrec.sources.rtsp import RtspSource
@@ -39,7 +40,10 @@ def _connections(cam) -> int:
     return cam.log_text().count("EVENT client-connected")
 
 
-def test_a_wrong_password_is_retried_a_few_times_a_minute(rtsp_camera_factory):
+def test_a_wrong_password_is_retried_a_few_times_a_minute(rtsp_camera_factory, monkeypatch):
+    # The schedule at a quarter of its real length (the real one is checked above): 3.75 s, 7.5 s, ...
+    monkeypatch.setattr(capture_mod, "AUTH_BACKOFF", tuple(w / 4 for w in AUTH_BACKOFF))
+    assert auth_backoff(2) > 5.0  # the second wait is still longer than the capture's stall_limit
     locked = rtsp_camera_factory(auth="admin:right-password")
     missing = rtsp_camera_factory()  # a wrong path: an ordinary failure, retried quickly (the control)
     stop = threading.Event()
@@ -48,22 +52,24 @@ def test_a_wrong_password_is_retried_a_few_times_a_minute(rtsp_camera_factory):
     wrong.start()
     control.start()
     try:
-        time.sleep(20)
+        time.sleep(6)
         status = wrong.status
         assert "wrong user or password" in (status.error or ""), status
         assert "401" in (status.error or "")
         assert "wrong-password" not in (status.error or "")
         assert status.retry_at is not None and status.retry_at > time.time()
-        # A wait of minutes is deliberate, not a hung thread: the watchdog must stay fed.
-        assert not wrong.stuck(time.monotonic() + 20)  # stall_limit is 5 s
+        # A wait longer than stall_limit (5 s) is deliberate, not a hung thread: the watchdog must
+        # stay fed all through it.
+        assert status.waiting_until - status.last_progress > 5.0
+        assert not wrong.stuck(status.waiting_until - 0.1)
     finally:
         stop.set()
         wrong.join(5)
         control.join(5)
     assert not wrong.is_alive()  # a stop request ends the long wait at once
-    # 20 s: one attempt at 0 s and one at 15 s; the ordinary failure is retried every 2 s.
+    # 6 s: one attempt at 0 s and one at 3.75 s; the ordinary failure is retried at 0.5, 1, 2, 4, 6 s.
     assert 1 <= _connections(locked) <= 2, locked.log_tail()
-    assert _connections(missing) >= 6, missing.log_tail()
+    assert _connections(missing) >= 4, missing.log_tail()
 
 
 def test_refused_credentials_raise_auth_error_and_right_ones_connect(rtsp_camera_factory):

@@ -72,6 +72,7 @@ def test_recorder_failing_every_clip_is_unhealthy(tmp_path, monkeypatch, caplog)
     nothing, left 0-byte files and open descriptors, fed the watchdog and exited 0."""
     monkeypatch.setattr(recorder_mod, "CLIP_FAILURE_SECONDS", 3.0)
     monkeypatch.setattr(daemon_mod, "FAILING_EXIT_SECONDS", 3.0)
+    monkeypatch.setattr(recorder_mod, "STORAGE_RETRY_SECONDS", 1.0)  # the three failed clips sooner (was 5 s apart)
     owner = X25519Identity.generate()
     storage = tmp_path / "storage"
     cfg = tmp_path / "camrec.yaml"
@@ -136,15 +137,19 @@ def test_failing_recorder_exits_nonzero_from_the_cli(tmp_path):
     d = Daemon(tmp_path, SYNTHETIC, pre_roll=1.0, post_roll=1.0)
     d.storage.mkdir(exist_ok=True)
     (d.storage / "front").write_text("not a directory\n")  # every clip's directory is refused
+    # The product's 60 s + 10 s shortened in the child, as the in-process test above does, and the
+    # 5 s between clip attempts to 1 s (three failed clips are needed before it counts as failing).
+    limits = {"camrec.record.recorder.CLIP_FAILURE_SECONDS": 3.0, "camrec.service.daemon.FAILING_EXIT_SECONDS": 3.0}
+    pacing = {"camrec.record.recorder.STORAGE_RETRY_SECONDS": 1.0}
     started = time.monotonic()
-    proc = d.cli("run", "-c", str(d.config), "--duration", "100s")
+    proc = d.cli("run", "-c", str(d.config), "--duration", "100s", constants=limits | pacing)
     elapsed = time.monotonic() - started
     assert proc.returncode == 9, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-2:]
     assert any(line.startswith("camrec: error: recording failed: front: every clip failed for")
                for line in last), last
     assert "Traceback" not in proc.stderr
-    assert elapsed < recorder_mod.CLIP_FAILURE_SECONDS + daemon_mod.FAILING_EXIT_SECONDS + 20, elapsed
+    assert elapsed < sum(limits.values()) + 20, elapsed  # well before the 100 s --duration
     status = d.cli("status", "-c", str(d.config))  # the owner asks what happened
     assert status.returncode == 9, status.stdout + status.stderr
     assert "front: failing" in status.stdout and "UNHEALTHY: every clip failed for" in status.stdout, status.stdout

@@ -56,8 +56,8 @@ def tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(point)], capture_output=True)
 
 
-def storage_daemon(tmp_path: Path, storage: Path, extra_storage: str) -> Daemon:
-    d = Daemon(tmp_path, SYNTHETIC, pre_roll=1.0, post_roll=1.0, extra="    max_clip: 10s\n")
+def storage_daemon(tmp_path: Path, storage: Path, extra_storage: str, source: str = SYNTHETIC) -> Daemon:
+    d = Daemon(tmp_path, source, pre_roll=1.0, post_roll=1.0, extra="    max_clip: 10s\n")
     text = d.config.read_text().replace(f"  path: {d.storage}\n", f"  path: {storage}\n{extra_storage}")
     d.config.write_text(text)
     d.storage = storage
@@ -65,11 +65,13 @@ def storage_daemon(tmp_path: Path, storage: Path, extra_storage: str) -> Daemon:
 
 
 def test_free_space_floor_keeps_recording(tmpfs, tmp_path):
-    disk = tmpfs(3_000_000)
-    d = storage_daemon(tmp_path, disk, "  min_free: 1.2MB\n")
+    disk = tmpfs(2_200_000)
+    # An object crossing for 3 s every 6 s: a clip of ~5 s (pre-roll + 3 s + post-roll), ~0.65 MB,
+    # every 6 s, so the disk fills in a few clips rather than a few 10 s (max_clip) ones.
+    d = storage_daemon(tmp_path, disk, "  min_free: 1.2MB\n", source="synthetic:?motion=0-3&period=6&bitrate=1000")
     d.start()
     try:
-        # ~1.4 MB per 10 s clip on a 3 MB disk that must keep 1.2 MB free: only retention keeps it going
+        # ~0.65 MB per clip on a 2.2 MB disk that must keep 1.2 MB free: only retention keeps it going
         deadline = time.monotonic() + 60
         while d.log.read_text().count("retention: deleted") < 2 and time.monotonic() < deadline:
             assert d.proc is not None and d.proc.poll() is None, d.log.read_text()[-2000:]
@@ -92,7 +94,7 @@ def test_disk_full_is_survived_and_reported(tmpfs, tmp_path):
     filler = disk / "filler.bin"
     filler.write_bytes(b"\0" * 1_400_000)
     d = storage_daemon(tmp_path, disk, "  min_free: 0\n")
-    d.start()
+    d.start(constants={"camrec.record.recorder.STORAGE_RETRY_SECONDS": 1.0})  # clips retried after 1 s, not 5 s
     try:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
@@ -130,7 +132,16 @@ def test_unmounted_storage_is_not_refilled_on_the_root_fs(tmpfs, tmp_path):
     try:
         d.wait_for(lambda rows: any(r["state"] == "recording" for r in rows), 30, "recording")
         subprocess.run(["umount", "-l", str(disk)], check=True)  # the USB disk is pulled
-        time.sleep(14)  # motion goes on: clips would be split (max_clip 10 s) and new ones opened
+        # Motion goes on: the open clip is split at max_clip (10 s) and the recorder tries to open the
+        # next one, which is where a new file could land on the root filesystem: wait for that
+        # refusal (then one more status turn: status.json must not land there either).
+        refusal = "front: storage " + str(disk)
+        deadline = time.monotonic() + 30
+        while d.log.read_text().count(refusal) < 1:
+            assert d.proc is not None and d.proc.poll() is None, d.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, d.log.read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
         assert d.proc is not None and d.proc.poll() is None
         assert d.stop(signal.SIGTERM) == 0
     finally:

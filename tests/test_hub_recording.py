@@ -1,8 +1,8 @@
 """Issue 10: a subscriber that never reads costs the recorder nothing.
 
 The real daemon records a real RTSP camera on 127.0.0.1 (in-process, so the test can subscribe to
-its hub). For 30 s a test subscriber with a small queue reads nothing while a second one, a push
-witness, writes down every packet the hub publishes. Then:
+its hub). Until a clip has been recorded and closed (~10 s), a test subscriber with a small queue
+reads nothing while a second one, a push witness, writes down every packet the hub publishes. Then:
 - the stalled subscriber dropped packets (it really overflowed) and its drops are counted;
 - the recorder's subscription got every published packet, and its inbox dropped none;
 - every clip closed in that time, decrypted with the real `age` and probed with the real ffprobe,
@@ -28,7 +28,17 @@ from camrec.service.daemon import Daemon
 from camrec.sources.base import MediaPacket
 from camrec.sources.hub import Gap, HubItem, StreamEnd, StreamStart
 
-STALL_SECONDS = 30.0
+STALL_LIMIT_SECONDS = 60.0
+
+
+def _closed_clips_since(storage: Path, before: set[str], since: float) -> list[str]:
+    """Paths of the clips closed (complete) that began at `since` or later and are not in `before`."""
+    db_path = storage / "index.sqlite3"
+    if not db_path.exists():
+        return []
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT path, start, state FROM clips").fetchall()
+    return [path for path, start, state in rows if path not in before and state == "complete" and start >= since]
 
 
 def _clip_dts(path: Path) -> tuple[list[Fraction], bool]:
@@ -42,7 +52,9 @@ def _clip_dts(path: Path) -> tuple[list[Fraction], bool]:
     return [int(p["dts"]) * base for p in packets], packets[0]["flags"].startswith("K")
 
 
-def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera, tmp_path: Path) -> None:
+def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera_factory, early_media,
+                                                                  tmp_path: Path) -> None:
+    rtsp_camera = rtsp_camera_factory(early_media)  # motion at 4-7 s and 15-18 s of the session
     owner = X25519Identity.generate()
     key = tmp_path / "owner.key"
     key.write_text(f"{owner}\n")
@@ -73,7 +85,12 @@ def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera, t
         attached_at = time.time()
         stalled = hub.subscribe("stalled", start="cached_keyframe", max_items=30)
         clips_before = {r.path for r in daemon.store.index.query()} if daemon.store else set()
-        time.sleep(STALL_SECONDS)
+        # Stalled until a clip that began after the witness attached has closed (motion at 4-7 s of
+        # the camera session: ~10 s, or the 15-18 s one); the stalled queue overflows within 2 s.
+        stall_end = time.monotonic() + STALL_LIMIT_SECONDS
+        while not _closed_clips_since(storage, clips_before, attached_at + 0.5):
+            assert runner.is_alive() and time.monotonic() < stall_end, "no clip closed during the stall"
+            time.sleep(0.2)
         stats = {s["name"]: s for s in hub.stats()["subscriptions"]}
         published = hub.packets
         recorder_sub = stats["recorder"]
@@ -113,11 +130,8 @@ def test_a_subscriber_that_never_reads_costs_the_recorder_nothing(rtsp_camera, t
 
     # Every clip that began after the witness attached is an exact, contiguous run of the
     # published packets from a keyframe on: nothing missing, nothing added, nothing reordered.
-    with sqlite3.connect(f"file:{storage / 'index.sqlite3'}?mode=ro", uri=True) as db:
-        rows = db.execute("SELECT path, start, state FROM clips").fetchall()
-    clips = [path for path, start, state in rows
-             if path not in clips_before and state == "complete" and start >= attached_at + 0.5]
-    assert clips, "no clip was closed during the stall (the test media has motion every 30 s)"
+    clips = _closed_clips_since(storage, clips_before, attached_at + 0.5)
+    assert clips, "no clip was closed during the stall (the camera has motion at 4-7 s and 15-18 s)"
     keyframes = [i for i, p in enumerate(witness) if p.keyframe]
     for path in clips:
         plain = tmp_path / (Path(path).name + ".mp4")

@@ -1,8 +1,9 @@
 """`camrec run` against a real RTSP camera (GStreamer) on 127.0.0.1, checked with age and ffprobe.
 
-The camera serves 30 s of 640x360 H.264 with sensor noise, looping, with an object crossing only at
-8–12 s and 20–23 s of each session. What a clip shows is checked from its pixels (not from the
-detector's own output): the object must be absent for at least the pre-roll at the start.
+The camera serves 22 s of 640x360 H.264 (and a 320x180 sub-stream) with sensor noise, looping, with
+an object crossing only at 4–7 s and 15–18 s of each session. What a clip shows is checked from its
+pixels (not from the detector's own output): the object must be absent for at least the pre-roll at
+the start.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ from tests.support.daemon import Daemon
 
 PRE_ROLL = 3.0
 POST_ROLL = 2.0
+
+
+@pytest.fixture
+def early_camera(rtsp_camera_factory, early_media):
+    return rtsp_camera_factory(early_media)
 
 
 @pytest.fixture
@@ -88,16 +94,16 @@ def assert_no_plaintext(storage: Path) -> None:
         assert plaintext_markers_in(f) == [], f
 
 
-def test_records_motion_clips_from_rtsp(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"))
+def test_records_motion_clips_from_rtsp(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"))
     d.start()
-    # One 30 s loop has two motion windows (8–12 s, 20–23 s): expect two clips.
+    # One loop has two motion windows (4–7 s, 15–18 s): expect two clips.
     rows = d.wait_for(lambda rows: sum(r["state"] == "complete" for r in rows) >= 2, 45, "two clips")
     assert d.stop() == 0
     rows = d.rows()
     assert [r["state"] for r in rows] == ["complete", "complete"]
     first, second = rows
-    # the clips are about 12 s apart, as the motion windows are
+    # the clips are about 11 s apart, as the motion windows are
     assert 9.0 <= second["start"] - first["start"] <= 15.0
     check_clips(d, rows, tmp_path)
     assert_no_plaintext(d.storage)
@@ -109,8 +115,8 @@ def test_records_motion_clips_from_rtsp(rtsp_camera, daemon_factory, tmp_path):
     assert len(list(out.glob("*.mp4"))) == 2
 
 
-def test_detect_substream(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"), rtsp_camera.url("/cam_sub"))
+def test_detect_substream(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"), early_camera.url("/cam_sub"))
     d.start()
     rows = d.wait_for(lambda rows: any(r["state"] == "complete" for r in rows), 30, "a clip")
     d.stop()
@@ -118,16 +124,17 @@ def test_detect_substream(rtsp_camera, daemon_factory, tmp_path):
     assert "detect stream connected: h264 320x180" in d.log.read_text()
 
 
-def test_resumes_after_camera_restart(rtsp_camera, daemon_factory, tmp_path):
+def test_resumes_after_camera_restart(early_camera, daemon_factory, tmp_path):
+    rtsp_camera = early_camera
     d = daemon_factory(rtsp_camera.url("/cam"))
     d.start()
     rtsp_camera.wait_for_sessions(1)
-    time.sleep(3)
+    time.sleep(1)
     rtsp_camera.stop()
     time.sleep(2)
     restarted = time.time()
     rtsp_camera.start()
-    # The new session starts at frame 0 again: motion at 8 s after the reconnect.
+    # The new session starts at frame 0 again: motion at 4 s after the reconnect.
     rows = d.wait_for(lambda rows: any(r["state"] == "complete" and r["start"] > restarted for r in rows),
                       30, "a clip after the camera restart")
     d.stop()
@@ -137,15 +144,18 @@ def test_resumes_after_camera_restart(rtsp_camera, daemon_factory, tmp_path):
     assert "stream lost" in log and log.count("main stream connected") >= 2
 
 
-def test_index_and_files_agree_after_daemon_kill(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"))
+def test_index_and_files_agree_after_daemon_kill(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"))
     d.start()
     # kill -9 while the first clip is being written
     d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
     time.sleep(1.5)
     d.stop(signal.SIGKILL)
+    killed = {r["id"] for r in d.rows()}
     d.start()
-    rows = d.wait_for(lambda rows: any(r["state"] == "complete" for r in rows), 40, "a clip after the restart")
+    # Recording again after the restart; the clean stop closes that clip (complete).
+    d.wait_for(lambda rows: any(r["id"] not in killed and r["state"] == "recording" and r["size"] > 2000
+                                for r in rows), 40, "a clip after the restart")
     assert d.stop() == 0
     rows = d.rows()
     states = [r["state"] for r in rows]
@@ -171,8 +181,8 @@ def test_index_and_files_agree_after_daemon_kill(rtsp_camera, daemon_factory, tm
     assert os.path.getsize(cut) == rows[0]["size"] or rows[0]["size"] <= os.path.getsize(cut)
 
 
-def test_sigterm_closes_the_open_clip_cleanly(rtsp_camera, daemon_factory, tmp_path):
-    d = daemon_factory(rtsp_camera.url("/cam"))
+def test_sigterm_closes_the_open_clip_cleanly(early_camera, daemon_factory, tmp_path):
+    d = daemon_factory(early_camera.url("/cam"))
     d.start()
     d.wait_for(lambda rows: any(r["state"] == "recording" and r["size"] > 2000 for r in rows), 30, "recording")
     assert d.stop(signal.SIGTERM) == 0

@@ -16,6 +16,8 @@ Fixtures (register with ``pytest_plugins = ["tests.support.camera"]`` in a conft
 
 - ``test_media`` (session): ``CameraMedia`` — 30 s 640x360 main clip + 320x180 sub-stream with
   motion at 8–12 s and 20–23 s, cached across runs in pytest's cache dir (or ``$CAMREC_TEST_MEDIA_DIR``).
+- ``early_media`` (session): like ``test_media`` but 22 s with motion at 4–7 s and 15–18 s, for
+  tests that wait for clips.
 - ``rtsp_camera`` (function): a started ``RtspCamera`` serving ``test_media`` as ``/cam`` and
   ``/cam_sub``; stopped at teardown.
 - ``rtsp_camera_factory`` (function): ``make(media=None, *, port=None, auth=None, start=True)``
@@ -57,6 +59,7 @@ EVENT_TIMEOUT = 5.0
 __all__ = [
     "RtspCamera",
     "RtspCameraError",
+    "early_media",
     "free_port",
     "media_cache_dir",
     "require_rtsp_camera",
@@ -374,6 +377,15 @@ class RtspCamera:
         pattern = rf"EVENT session mount={re.escape(mount)}$" if mount else r"EVENT session mount="
         return len(re.findall(pattern, self.log_text(), re.MULTILINE))
 
+    def event_times(self, pattern: str) -> list[float]:
+        """When the server logged each line ``<time> <pattern>``, across restarts, in order: seconds
+        of the day on the server's clock (millisecond resolution). For gaps between events."""
+        times = []
+        for m in re.finditer(rf"^(\d\d):(\d\d):(\d\d)\.(\d{{3}}) {pattern}", self.log_text(), re.MULTILINE):
+            h, mi, sec, ms = (int(g) for g in m.groups())
+            times.append(h * 3600 + mi * 60 + sec + ms / 1000)
+        return times
+
     def wait_for_sessions(self, count: int, mount: str | None = None, timeout: float = 15.0) -> None:
         """Wait until ``sessions(mount) >= count``; raises RtspCameraError on timeout."""
         deadline = time.monotonic() + timeout
@@ -424,6 +436,19 @@ def test_media(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     if not ffmpeg_available():
         _skip_or_fail("ffmpeg not found (needed to make test media)")
     return make_camera_media(media_cache_dir(request.config, tmp_path_factory))
+
+
+@pytest.fixture(scope="session")
+def early_media(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> CameraMedia:
+    """22 s 640x360@15 main clip + 320x180 sub-stream; motion only at 4–7 s and 15–18 s.
+
+    Clips come sooner after a connect than with ``test_media`` (first event at 8 s), still later than
+    a 3 s pre-roll plus a 1 s GOP; the two events are 11 s apart with ~3 s between their clips (pre-
+    and post-roll up to 3 s and 2 s), and the loop's next event (26 s) is far from the second clip."""
+    if not ffmpeg_available():
+        _skip_or_fail("ffmpeg not found (needed to make test media)")
+    return make_camera_media(media_cache_dir(request.config, tmp_path_factory), duration=22.0,
+                             motion_windows=((4.0, 7.0), (15.0, 18.0)))
 
 
 @pytest.fixture

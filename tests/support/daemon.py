@@ -8,10 +8,25 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from camrec.crypto.keys import X25519Identity
+
+# `camrec <args>` with some module constants set first (argv[1]: JSON {"module.NAME": value}), for
+# tests that need a product timing shortened in a child process, where monkeypatch cannot reach.
+_PATCHED_MAIN = """\
+import importlib, json, sys
+for name, value in json.loads(sys.argv[1]).items():
+    module, _, attr = name.rpartition(".")
+    mod = importlib.import_module(module)
+    if not hasattr(mod, attr):
+        raise SystemExit(f"no constant {name} to patch")
+    setattr(mod, attr, value)
+from camrec.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
 
 
 class Daemon:
@@ -33,10 +48,17 @@ class Daemon:
         self.log = tmp / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, constants: Mapping[str, float] | None = None) -> None:
+        """`camrec run`; `constants` ({"camrec.module.NAME": value}) are set in the child first."""
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "camrec", "run", "-c", str(self.config)],
+            self.proc = subprocess.Popen(self._command("run", "-c", str(self.config), constants=constants),
                                          stdout=log, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def _command(*args: str, constants: Mapping[str, float] | None = None) -> list[str]:
+        if constants:
+            return [sys.executable, "-c", _PATCHED_MAIN, json.dumps(dict(constants)), *args]
+        return [sys.executable, "-m", "camrec", *args]
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
@@ -66,8 +88,9 @@ class Daemon:
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}; rows={self.rows()}\n{self.log.read_text()}")
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "camrec", *args], capture_output=True, text=True, timeout=120)
+    def cli(self, *args: str, constants: Mapping[str, float] | None = None) -> subprocess.CompletedProcess:
+        """`camrec <args>`; `constants` ({"camrec.module.NAME": value}) are set in the child first."""
+        return subprocess.run(self._command(*args, constants=constants), capture_output=True, text=True, timeout=120)
 
     @property
     def pid(self) -> int:

@@ -50,7 +50,8 @@ REQUIRED_ELEMENTS = ("appsrc", "appsink", "filesrc", "qtdemux", "h264parse", "rt
 
 
 def log(*parts):
-    print(time.strftime("%H:%M:%S"), *parts, flush=True)
+    now = time.time()  # milliseconds: tests measure the gaps between events (RtspCamera.event_times)
+    print(f"{time.strftime('%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}", *parts, flush=True)
 
 
 def import_gst():
