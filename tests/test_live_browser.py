@@ -11,7 +11,6 @@ frame (tests/support/live_stamp.js) for the glass-to-glass latency, which is pri
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.web_browser import CHROMIUM, WEBRTC_LOOPBACK_ARGS, Browser, chromium, wait_text
-from tests.support.web_server import PASSWORD
+from tests.support.web_server import PASSWORD, raw_websocket
 
 pytest.importorskip("playwright.sync_api")
 pytest.importorskip("aiortc")
@@ -251,7 +250,8 @@ def test_grid_shows_every_camera_and_leaving_ends_every_viewer(browser: Browser,
     page.wait_for_selector("#strip")
     assert page.url.startswith(browser.base + "/camera/garage")
     for camera in CAMERAS:
-        _poll(f"{camera}'s viewers to end", lambda c=camera: _viewers(site, c) == 0, 10, 0.2)
+        # 20 s: an offer in flight at the navigation ends when it doesn't connect (CONNECT_SECONDS).
+        _poll(f"{camera}'s viewers to end", lambda c=camera: _viewers(site, c) == 0, 20, 0.2)
     page.close()
 
 
@@ -329,7 +329,7 @@ def test_viewer_limit_is_shown_clearly(browser: Browser, site: Any) -> None:
         if site.harness.accounts.epoch(user) is None:
             site.harness.accounts.add(user, PASSWORD)
         session, _ = site.harness.login(user, PASSWORD)
-        held.append(_hold_websocket(site, "garage", session))
+        held.append(raw_websocket(int(site.base.rsplit(":", 1)[1]), "/api/live/garage/mse", session))
     _poll("the places taken", lambda: _viewers(site, "garage") == MAX_VIEWERS, 15, 0.2)
     page = _open(browser, "/live/garage")
     wait_text(page, ".live-overlay:not([hidden])", "Viewer limit reached")
@@ -337,18 +337,6 @@ def test_viewer_limit_is_shown_clearly(browser: Browser, site: Any) -> None:
         sock.close()
     _poll("the refused page to play after all", lambda: _mode(page), 30, 0.2)
     page.close()
-
-
-def _hold_websocket(site: Any, camera: str, session: str) -> socket.socket:
-    """An MSE viewer of another login, held open from the test (a raw WebSocket upgrade)."""
-    port = int(site.base.rsplit(":", 1)[1])
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall((f"GET /api/live/{camera}/mse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  f"Sec-WebSocket-Version: 13\r\nOrigin: {site.base}\r\n"
-                  f"Cookie: camrec_session={session}\r\n\r\n").encode())
-    assert sock.recv(12) == b"HTTP/1.1 101"
-    return sock
 
 
 # ---------------------------------------------------------------------------------------------

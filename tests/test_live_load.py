@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import pytest
 
 from tests.support.camera import free_port
 from tests.support.daemon import Daemon
-from tests.support.web_server import PASSWORD
+from tests.support.web_server import PASSWORD, raw_websocket
 
 FPS = 15
 STALL_SECONDS = 30
@@ -37,19 +36,6 @@ def login(base: str) -> tuple[str, str]:
     with urllib.request.urlopen(request, timeout=10) as r:
         cookie = r.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
         return cookie, json.loads(r.read())["csrf"]
-
-
-def stalled_websocket(port: int, session: str) -> socket.socket:
-    """An MSE viewer that upgrades and then never reads: a tiny receive buffer, nothing consumed."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall((f"GET /api/live/front/mse HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                  f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
-                  f"Cookie: camrec_session={session}\r\n\r\n").encode())
-    assert sock.recv(12) == b"HTTP/1.1 101"
-    return sock
 
 
 async def viewers(base: str, session: str, csrf: str, seconds: float, probe) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -117,7 +103,7 @@ def test_five_viewers_and_a_stalled_one_cost_the_recorder_nothing(tmp_path: Path
     try:
         daemon.wait_for(lambda rows: len(rows) >= 1, 60, "a clip to start")
         session, csrf = login(base)
-        stalled = stalled_websocket(port, session)
+        stalled = raw_websocket(port, "/api/live/front/mse", session, rcvbuf=4096)
         seen: dict[str, Any] = {}
 
         def probe() -> None:  # while all five watch

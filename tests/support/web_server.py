@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,3 +134,20 @@ class WebHarness:
         cookie = a.cookie("camrec_session")
         assert cookie is not None
         return cookie.split(";")[0].split("=", 1)[1], a.json()["csrf"]
+
+
+def raw_websocket(port: int, path: str, session: str, *, rcvbuf: int | None = None) -> socket.socket:
+    """A WebSocket upgraded by hand and then left alone (nothing is read from it): a viewer that
+    holds a place, or with a tiny `rcvbuf` one that stalls the server's sends."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:  # before connect: a fixed buffer turns off the kernel's autotuning
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                  f"Sec-WebSocket-Version: 13\r\nOrigin: http://127.0.0.1:{port}\r\n"
+                  f"Cookie: camrec_session={session}\r\n\r\n").encode())
+    assert sock.recv(12) == b"HTTP/1.1 101"
+    return sock
+
