@@ -90,12 +90,14 @@ class LiveRegistry:
         if not mine and self.count(camera) >= self.max_viewers:
             raise ViewerLimitError(f"camera {camera} already has {self.max_viewers} live viewer(s), the most "
                                    "allowed (web.live.max_viewers)")
-        pending = 0 if mine else 1
-        self._pending[camera] = self._pending.get(camera, 0) + pending
+        if mine:
+            yield
+            return
+        self._pending[camera] = self._pending.get(camera, 0) + 1
         try:
             yield
         finally:
-            self._pending[camera] -= pending
+            self._pending[camera] -= 1
             if not self._pending[camera]:
                 del self._pending[camera]
 

@@ -45,6 +45,7 @@ MAX_OFFER_BYTES = 64 * 1024  # a browser's offer is a few kilobytes
 VIEWER_MAX_ITEMS = 150
 VIEWER_MAX_BYTES = 8 * 1024 * 1024
 RECONNECTING_SECONDS = 60.0  # a camera silent for longer than this is shown as offline
+CLOSE_SECONDS = 1.0  # a WebSocket whose client doesn't answer the close is cut after this
 CONNECT_SECONDS = 10.0  # a WebRTC viewer must connect within this after its answer
 CAPTURE_ROLE = {"main": "main", "sub": "detect"}  # live stream name → the daemon's capture role
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -247,7 +248,17 @@ class _Live:
         with self._slot(camera, request):
             sub = self._subscribe(request, hub, "mse")
             viewer = self._viewer(request, camera, stream, "mse", sub)
-            viewer.closer = ws.close
+
+            async def close_socket() -> None:
+                # A stalled client never reads the close frame: after a moment, cut the connection
+                # (that also wakes a pump blocked in a send).
+                try:
+                    await asyncio.wait_for(ws.close(), CLOSE_SECONDS)
+                except TimeoutError:
+                    if request.transport is not None:
+                        request.transport.abort()
+
+            viewer.closer = close_socket
             await self._register(viewer)
         reason = "viewer left"
         try:
