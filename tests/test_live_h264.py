@@ -1,4 +1,4 @@
-"""camrec.web.live.h264: Annex B ↔ avcC, parameter sets, injection, codec strings, hostile input."""
+"""camrec.sources.h264: Annex B ↔ avcC, parameter sets, injection, codec strings, hostile input."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from camrec.sources import h264
 from camrec.sources.synthetic import SyntheticSource
-from camrec.web.live import h264
 
 SPS = bytes.fromhex("6742c01eda0280bfe5840000030004000003007a3c58ba80")
 PPS = bytes.fromhex("68ce3c80")

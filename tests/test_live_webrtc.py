@@ -20,10 +20,10 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription
 
+from camrec.sources import h264
 from camrec.sources.hub import PacketHub
 from camrec.sources.stamp import MODULUS, read_stamp
 from camrec.sources.synthetic import SyntheticSource
-from camrec.web.live import h264
 from camrec.web.live.webrtc import (
     PRIVATE_HOOKS,
     RTP_CLOCK,

@@ -11,9 +11,8 @@ from hypothesis import strategies as st
 
 from camrec.clock import SystemClock
 from camrec.errors import SourceError
-from camrec.sources import stamp
+from camrec.sources import h264, stamp
 from camrec.sources.synthetic import SyntheticSource, parse_synthetic
-from camrec.web.live import h264
 
 
 class SteppedClock(SystemClock):

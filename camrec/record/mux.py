@@ -18,6 +18,7 @@ from typing import Any
 import av
 
 from camrec.sources.base import MediaPacket, StreamInfo
+from camrec.sources.h264 import ParameterSetInjector
 
 MP4_OPTIONS = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 
@@ -43,12 +44,18 @@ class FragmentedMp4Muxer:
         self.info = info
         options = dict(MP4_OPTIONS, frag_duration=str(int(fragment_seconds * 1_000_000)))
         self._container = av.open(_WriteOnlySink(write), "w", format="mp4", options=options)
-        stream: Any = self._container.add_stream(info.codec, rate=round(info.fps) or 15)
-        stream.width, stream.height = info.width, info.height
-        stream.time_base = info.time_base
-        if info.extradata:
-            stream.codec_context.extradata = info.extradata
-        self._stream = stream
+        # A stream without an encoder: `add_stream("h264")` would open libx264, whose own SPS/PPS
+        # replace the camera's in the clip's avcC (clips of cameras that send them only in the SDP
+        # then decoded with errors). The muxer takes the avcC from the first keyframe instead, and
+        # the injector makes sure that keyframe carries the camera's SPS/PPS.
+        self._stream: Any = self._container.add_mux_stream(info.codec, width=info.width, height=info.height,
+                                                           time_base=info.time_base)
+        self._inject: ParameterSetInjector | None = None
+        if info.codec == "h264":
+            try:
+                self._inject = ParameterSetInjector(info.extradata)
+            except ValueError:  # extradata we can't read: keyframes must carry their own SPS/PPS
+                self._inject = ParameterSetInjector(None)
         self._origin: int | None = None
         self._last_dts = -1
         self.first_pts: int | None = None
@@ -64,7 +71,15 @@ class FragmentedMp4Muxer:
         dts = mp.dts - self._origin
         if dts <= self._last_dts:  # the muxer refuses non-increasing dts; sources already prevent it
             dts = self._last_dts + 1
-        packet = av.Packet(mp.data)
+        data = mp.data
+        # Keyframes get the parameter sets they lack; a length-prefixed ("avcC") stream is turned
+        # into Annex B packet by packet, the one framing the muxer reads without an avcC of ours.
+        if self._inject is not None and (mp.keyframe or self._inject.length_size is not None):
+            try:
+                data = self._inject.process(data, mp.keyframe)
+            except ValueError:  # not H.264 framing we understand: the camera's bytes, as they came
+                data = mp.data
+        packet = av.Packet(data)
         packet.dts = dts
         packet.pts = max(mp.pts - self._origin, dts)
         packet.duration = mp.duration

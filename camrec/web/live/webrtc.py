@@ -39,8 +39,8 @@ from aiortc.rtcicetransport import RTCIceGatherer
 from aiortc.sdp import SessionDescription
 
 from camrec.sources.base import MediaPacket, StreamInfo
+from camrec.sources.h264 import ParameterSetInjector
 from camrec.sources.hub import Gap, StreamEnd, StreamStart, Subscription
-from camrec.web.live.h264 import ParameterSetInjector
 
 log = logging.getLogger(__name__)
 

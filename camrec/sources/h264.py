@@ -6,6 +6,8 @@ a big-endian length of 1–4 bytes, and then `StreamInfo.extradata` is an avcC r
 that says the length size and carries SPS/PPS. WebRTC packetizers (aiortc) want Annex B, and a
 browser can only start decoding a keyframe when SPS and PPS came before it, which many cameras send
 only once, in the RTSP SDP: `ParameterSetInjector` puts them back in front of keyframes that lack them.
+The recorder's muxer (camrec.record.mux) uses the same injector, so a clip carries the camera's own
+SPS/PPS in its first keyframe, where the MP4 muxer takes its avcC from.
 
 Everything here is pure (bytes in, bytes out) and treats its input as hostile: a broken packet
 raises ValueError with a one-line message, never anything else, and every loop advances.
