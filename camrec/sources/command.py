@@ -19,6 +19,7 @@ line, redacted and rate-limited.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -331,7 +332,7 @@ class CommandSource:
         last = time.monotonic()
         dropped = 0
         # Buffered here (Popen's pipes are raw with bufsize=0): a raw readline reads byte by byte.
-        reader = io.BufferedReader(pipe)  # type: ignore[arg-type]
+        reader = io.BufferedReader(pipe)  # type: ignore[type-var]
         try:
             self._log_lines(reader, tokens, last, dropped)
         except (OSError, ValueError):  # the pipe was closed under us at close()
@@ -405,7 +406,5 @@ class CommandSource:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
