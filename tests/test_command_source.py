@@ -11,6 +11,8 @@ import itertools
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -304,3 +306,15 @@ def test_camrec_run_records_a_motion_clip_from_an_exec_source(standin: Path, tmp
     assert abs(probe["duration"] - (clip["end"] - clip["start"])) <= 1 / 15 + 0.01
     assert abs(probe["packets"] - probe["duration"] * 15) <= 1.5
     assert probe["packets"] >= 15 * 2  # pre-roll + the crossing + post-roll
+
+
+def test_children_do_not_outlive_a_camrec_that_exits_without_closing(standin: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STANDIN_PIDS", str(tmp_path / "pids"))
+    monkeypatch.setenv("STANDIN_HANG", "2")  # a silent child gets no SIGPIPE: it would live on
+    code = "from camrec.sources import make_source\nmake_source('picamera:?size=320x240&fps=15').open()\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], timeout=30,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    _pid, pgid = map(int, (tmp_path / "pids").read_text().split())
+    assert _gone(pgid)

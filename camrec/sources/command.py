@@ -19,6 +19,7 @@ line, redacted and rate-limited.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import logging
@@ -56,6 +57,21 @@ MAX_STDERR_LINE = 500
 
 # NAL unit types (H.264 Table 7-1)
 NAL_SLICE, NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD = 1, 5, 6, 7, 8, 9
+
+
+# Process groups of running children. A camrec that exits before a capture thread got to close()
+# (a shutdown timeout, an unexpected exception) still takes its children with it; under systemd the
+# unit's control group does that too, even after SIGKILL.
+_live_groups: set[int] = set()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _kill_live_groups() -> None:
+    with _live_lock:
+        groups = list(_live_groups)
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
 
 
 def pi_model(path: Path | None = None) -> str:
@@ -265,6 +281,8 @@ class CommandSource:
                                          start_new_session=True, close_fds=True, bufsize=0)
         except OSError as exc:
             raise SourceError(f"cannot run {self.label}: {exc.strerror or exc}") from None
+        with _live_lock:
+            _live_groups.add(self.proc.pid)
         log.info("started %s (pid %d)", redact(" ".join(self.argv)), self.proc.pid)
         assert self.proc.stderr is not None
         self._stderr_thread = threading.Thread(target=self._log_stderr, args=(self.proc.stderr,),
@@ -396,6 +414,8 @@ class CommandSource:
         # Whatever the leader did, nothing of the group may outlive the connection.
         _signal_group(pgid, signal.SIGKILL)
         proc.wait()
+        with _live_lock:
+            _live_groups.discard(pgid)
         if proc.stdout is not None:
             proc.stdout.close()
         if self._stderr_thread is not None:
