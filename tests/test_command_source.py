@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from camrec.config import CameraConfig
 from camrec.errors import SourceError
-from camrec.sources import make_source
+from camrec.sources import command, make_source
 from camrec.sources.capture import Capture
 from camrec.sources.command import AnnexBSplitter, CommandSource, is_pi5, picamera_command
 from camrec.sources.hub import PacketHub
@@ -40,6 +40,11 @@ def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in ("STANDIN_FRAMES", "STANDIN_HANG", "STANDIN_STDERR", "STANDIN_PIDS", "STANDIN_ARGV"):
         monkeypatch.delenv(name, raising=False)
     yield script
+
+
+@pytest.fixture(autouse=True)
+def _fresh_stderr_limits() -> None:
+    command._limiters.clear()
 
 
 def _gone(pgid: int, timeout: float = 3.0) -> bool:
@@ -72,8 +77,6 @@ def test_picamera_arguments_pi4_and_pi5() -> None:
 
 def test_pi_model_is_read_from_the_device_tree(standin: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import camrec.sources.command as command
-
     model = tmp_path / "model"
     model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\0")
     monkeypatch.setattr(command, "MODEL_PATH", model)
@@ -100,6 +103,16 @@ def test_splitter_cuts_pictures_at_aud_headers_and_first_slices() -> None:
     assert [u[0] for u in units] == [sps + pps + sei + idr, p_first + p_second, aud + p_first, sps + pps + idr]
     assert [u[1] for u in units] == [True, False, False, True]
     assert units[0][2] == 0.0 and units[1][2] == float(len(sps + pps + sei + idr)) // 3 * 3
+
+
+def test_format_sniffing() -> None:
+    assert command.sniff_format(b"\0\0\0\1\x67") == "h264"
+    assert command.sniff_format(b"\0\0\0\0\0\1\x09") == "h264"  # leading zero bytes are allowed
+    assert command.sniff_format(b"\0\0") == "pending"
+    assert command.sniff_format(b"\0\x47") == "unknown"
+    assert command.sniff_format(b"\x47" + bytes(187) + b"\x47") == "mpegts"
+    assert command.sniff_format(b"\xff\xd8\xff") == "mjpeg"
+    assert command.sniff_format(b"RIFF") == "unknown"
 
 
 # --- the real child process -----------------------------------------------------------------------
@@ -198,6 +211,11 @@ def test_stderr_floods_are_rate_limited(tmp_path: Path, caplog: pytest.LogCaptur
     logged = [r for r in caplog.records if r.getMessage().startswith("chatty.sh: line")]
     assert 10 <= len(logged) <= 25
     assert any("stderr lines not logged" in r.getMessage() for r in caplog.records)
+    # A command that keeps crashing shares one budget across its restarts.
+    with pytest.raises(SourceError, match="exited"):
+        CommandSource(f"exec:{script}", open_timeout=2).open()
+    again = [r for r in caplog.records if r.getMessage().startswith("chatty.sh: line")]
+    assert len(again) - len(logged) <= 2
 
 
 def test_exec_errors_are_one_clear_line(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ MAX_STDERR_LINE = 500
 
 # NAL unit types (H.264 Table 7-1)
 NAL_SLICE, NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD = 1, 5, 6, 7, 8, 9
+# NAL units that begin a new access unit when they follow a picture's slices (H.264 7.4.1.2.3)
+AU_STARTERS = frozenset((NAL_AUD, NAL_SEI, NAL_SPS, NAL_PPS, 14, 15, 16, 17, 18))
 
 
 # Process groups of running children. A camrec that exits before a capture thread got to close()
@@ -72,6 +74,45 @@ def _kill_live_groups() -> None:
         groups = list(_live_groups)
     for pgid in groups:
         _signal_group(pgid, signal.SIGKILL)
+
+
+class _StderrLimiter:
+    """A token bucket per source, shared by its successive child processes: a command that
+    crashes every two seconds must not log its whole start-up banner every two seconds."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tokens = float(STDERR_BURST)
+        self.last = time.monotonic()
+        self.dropped = 0
+
+    def log(self, label: str, line: str) -> None:
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(float(STDERR_BURST), self.tokens + (now - self.last) / STDERR_REFILL)
+            self.last = now
+            if self.tokens < 1:
+                self.dropped += 1
+                return
+            self.tokens -= 1
+            dropped, self.dropped = self.dropped, 0
+        if dropped:
+            log.warning("%s: %d stderr lines not logged (too many)", label, dropped)
+        log.info("%s: %s", label, redact(line))
+
+    def flush(self, label: str) -> None:
+        with self.lock:
+            dropped, self.dropped = self.dropped, 0
+        if dropped:
+            log.warning("%s: %d stderr lines not logged (too many)", label, dropped)
+
+
+_limiters: dict[str, _StderrLimiter] = {}
+
+
+def _stderr_limiter(source: str) -> _StderrLimiter:
+    with _live_lock:
+        return _limiters.setdefault(source, _StderrLimiter())
 
 
 def pi_model(path: Path | None = None) -> str:
@@ -188,7 +229,7 @@ class AnnexBSplitter:
         kind = header & 0x1F
         slice_ = kind in (NAL_SLICE, NAL_IDR)
         # first_mb_in_slice is the slice header's first field, ue(v): 0 is the single bit "1".
-        if self._au_has_slice and (kind in (NAL_AUD, NAL_SEI, NAL_SPS, NAL_PPS) or (slice_ and after & 0x80)):
+        if self._au_has_slice and (kind in AU_STARTERS or (slice_ and after & 0x80)):
             self._emit()
         if not self._au:
             self._au_arrival = self._arrival_of(index)
@@ -228,9 +269,13 @@ def _stream_facts(unit: bytes) -> tuple[int, int, float]:
 
 
 def sniff_format(head: bytes) -> str:
-    """h264 (Annex B), mpegts, mjpeg or unknown, from the first bytes of a stream."""
-    if head.startswith((b"\0\0\0\1", b"\0\0\1")):
-        return "h264"
+    """h264 (Annex B), mpegts, mjpeg, unknown, or pending (only zero bytes so far), from the first
+    bytes of a stream."""
+    if head[:1] == b"\0":
+        zeros = len(head) - len(head.lstrip(b"\0"))
+        if zeros == len(head):
+            return "pending"
+        return "h264" if zeros >= 2 and head[zeros] == 1 else "unknown"
     if head[:1] == b"\x47" and (len(head) < 189 or head[188:189] == b"\x47"):
         return "mpegts"
     if head.startswith(b"\xff\xd8"):
@@ -283,7 +328,7 @@ class CommandSource:
             raise SourceError(f"cannot run {self.label}: {exc.strerror or exc}") from None
         with _live_lock:
             _live_groups.add(self.proc.pid)
-        log.info("started %s (pid %d)", redact(" ".join(self.argv)), self.proc.pid)
+        log.debug("started %s (pid %d)", redact(" ".join(self.argv)), self.proc.pid)
         assert self.proc.stderr is not None
         self._stderr_thread = threading.Thread(target=self._log_stderr, args=(self.proc.stderr,),
                                                name=f"stderr-{self.label}", daemon=True)
@@ -346,36 +391,19 @@ class CommandSource:
         return data
 
     def _log_stderr(self, pipe: IO[bytes]) -> None:
-        tokens = float(STDERR_BURST)
-        last = time.monotonic()
-        dropped = 0
         # Buffered here (Popen's pipes are raw with bufsize=0): a raw readline reads byte by byte.
         reader = io.BufferedReader(pipe)  # type: ignore[type-var]
+        limiter = _stderr_limiter(self.source)
         try:
-            self._log_lines(reader, tokens, last, dropped)
-        except (OSError, ValueError):  # the pipe was closed under us at close()
+            for raw in iter(reader.readline, b""):
+                line = raw.decode("utf-8", "replace").rstrip()[:MAX_STDERR_LINE]
+                if line:
+                    limiter.log(self.label, line)
+        except (OSError, ValueError):  # the pipe was closed under us
             pass
         finally:
             reader.close()
-
-    def _log_lines(self, reader: IO[bytes], tokens: float, last: float, dropped: int) -> None:
-        for raw in iter(reader.readline, b""):
-            now = time.monotonic()
-            tokens = min(float(STDERR_BURST), tokens + (now - last) / STDERR_REFILL)
-            last = now
-            line = raw.decode("utf-8", "replace").rstrip()[:MAX_STDERR_LINE]
-            if not line:
-                continue
-            if tokens < 1:
-                dropped += 1
-                continue
-            tokens -= 1
-            if dropped:
-                log.warning("%s: %d stderr lines not logged (too many)", self.label, dropped)
-                dropped = 0
-            log.info("%s: %s", self.label, redact(line))
-        if dropped:
-            log.warning("%s: %d stderr lines not logged (too many)", self.label, dropped)
+            limiter.flush(self.label)
 
     # --- Source protocol ------------------------------------------------------------------
 
@@ -422,7 +450,7 @@ class CommandSource:
             # The group is gone, so stderr is at its end (the thread closes it), unless a
             # grandchild left the group holding it: then the daemon thread is left to it.
             self._stderr_thread.join(timeout=1.0)
-        log.info("%s stopped (status %s)", self.label, proc.returncode)
+        log.debug("%s stopped (status %s)", self.label, proc.returncode)
 
 
 def _signal_group(pgid: int, sig: int) -> None:
