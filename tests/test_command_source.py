@@ -179,12 +179,17 @@ def test_a_hang_is_a_read_timeout_and_close_kills_the_whole_group(standin: Path,
 
 def test_a_child_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "stubborn.sh"
-    script.write_text("#!/bin/sh\ntrap '' TERM\nprintf '\\000\\000\\000\\001\\011\\360'\nsleep 30 & wait\n")
+    pids = tmp_path / "pid"
+    script.write_text(f"#!/bin/sh\ntrap '' TERM\necho $$ > {pids}\n"
+                      "printf '\\000\\000\\000\\001\\011\\360'\nsleep 30 & wait\n")
     script.chmod(0o755)
     source = CommandSource(f"exec:{script}", open_timeout=1, read_timeout=1)
+    started = time.monotonic()
     with pytest.raises(SourceError, match="no keyframe within 1 s"):
         source.open()  # open() closes on failure: SIGTERM ignored, SIGKILL after 2 s
+    assert 2.9 < time.monotonic() - started < 5
     assert source.proc is None
+    assert _gone(int(pids.read_text()))
 
 
 def test_stderr_is_logged_redacted(standin: Path, monkeypatch: pytest.MonkeyPatch,
@@ -304,7 +309,7 @@ def test_config_rejects_bad_command_sources(source: str, fragment: str) -> None:
 
 def test_camrec_run_records_a_motion_clip_from_an_exec_source(standin: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STANDIN_MOTION", "2-4")  # an object crosses the scene 2-4 s after start
+    monkeypatch.setenv("STANDIN_MOTION", "3-5")  # an object crosses 3-5 s after start (after learning)
     monkeypatch.setenv("STANDIN_PIDS", str(tmp_path / "pids"))
     d = Daemon(tmp_path, f"'exec:{standin} --width 320 --height 240 --framerate 15'", pre_roll=1.0, post_roll=1.0)
     d.start()
