@@ -237,6 +237,16 @@ def test_exec_errors_are_one_clear_line(tmp_path: Path) -> None:
         CommandSource(f"exec:{mjpeg}", input_format="mpegts")
 
 
+def test_a_child_that_fails_at_start_says_why(tmp_path: Path) -> None:
+    script = tmp_path / "busy.sh"
+    script.write_text("#!/bin/sh\necho 'ERROR: *** no cameras available *** rtsp://u:pw1234567@h/' >&2\nexit 255\n")
+    script.chmod(0o755)
+    with pytest.raises(SourceError) as caught:
+        CommandSource(f"exec:{script}", open_timeout=5).open()
+    assert caught.value.message == ("busy.sh exited (status 255) before sending a keyframe: "
+                                    "ERROR: *** no cameras available *** rtsp://***:***@h/")
+
+
 def test_exec_is_never_run_through_a_shell(tmp_path: Path, standin: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "pwned"
     monkeypatch.setenv("STANDIN_ARGV", str(tmp_path / "argv"))

@@ -312,6 +312,7 @@ class CommandSource:
         self._splitter = AnnexBSplitter()
         self._eof = False
         self._stderr_thread: threading.Thread | None = None
+        self.last_stderr = ""  # redacted
         self._last_pts = -1
         self._origin = 0.0
         self._ticks = TICKS // 15
@@ -349,8 +350,7 @@ class CommandSource:
             if units:
                 break
             if self._eof:
-                code = self.proc.poll() if self.proc else None
-                raise SourceError(f"{self.label} exited (status {code}) before sending a keyframe")
+                raise SourceError(self._exit_reason("before sending a keyframe"))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise SourceError(f"{self.label} sent no keyframe within {self.open_timeout:g} s")
@@ -375,6 +375,20 @@ class CommandSource:
                                extradata=extradata, generation=self.generation)
         return self.info
 
+    def _exit_reason(self, when: str) -> str:
+        """"rpicam-vid exited (status 255) before …: <its last stderr line>" (the why, when it said)."""
+        code = None
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # stdout closed, but still running
+                code = self.proc.wait(timeout=1.0)
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(timeout=0.5)  # its last words
+        status = "still running" if code is None else f"status {code}"
+        reason = f"{self.label} closed its output ({status}) {when}"
+        if code is not None:
+            reason = f"{self.label} exited ({status}) {when}"
+        return f"{reason}: {self.last_stderr}" if self.last_stderr else reason
+
     def _read_chunk(self, timeout: float) -> bytes | None:
         """One read from the pipe; None when `timeout` passed without data. Sets _eof at the end."""
         assert self.proc is not None and self.proc.stdout is not None
@@ -398,6 +412,7 @@ class CommandSource:
             for raw in iter(reader.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip()[:MAX_STDERR_LINE]
                 if line:
+                    self.last_stderr = redact(line)
                     limiter.log(self.label, line)
         except (OSError, ValueError):  # the pipe was closed under us
             pass
