@@ -105,6 +105,35 @@ def test_splitter_cuts_pictures_at_aud_headers_and_first_slices() -> None:
     assert units[0][2] == 0.0 and units[1][2] == float(len(sps + pps + sei + idr)) // 3 * 3
 
 
+@pytest.mark.parametrize("aud", [False, True])
+def test_splitter_agrees_with_pyav_h264_demuxer(aud: bool) -> None:
+    import io
+    from fractions import Fraction
+
+    import av
+
+    from camrec.sources.synthetic import SyntheticScene
+
+    scene = SyntheticScene(160, 96, 15, [(0.5, 2.0)], 30.0)
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = 160, 96, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 15), Fraction(15)
+    params = "keyint=10:min-keyint=10:scenecut=0:repeat-headers=1" + (":aud=1" if aud else "")
+    enc.options = {"preset": "ultrafast", "tune": "zerolatency", "x264-params": params}
+    stream = b"".join(bytes(p) for i in range(40) for p in enc.encode(scene.frame(i)))
+    stream += b"".join(bytes(p) for p in enc.encode(None))
+    with av.open(io.BytesIO(stream), format="h264") as container:
+        expected = [(bytes(p), p.is_keyframe) for p in container.demux(video=0) if p.size]
+    splitter = AnnexBSplitter()
+    for i in range(0, len(stream), 1000):
+        splitter.feed(stream[i:i + 1000], 0.0)
+    splitter.finish()
+    got = [(data, key) for data, key, _ in splitter.units]
+    assert len(got) == len(expected) == 40
+    assert got == expected  # the same bytes per picture, the same keyframes
+    assert b"".join(d for d, _ in got) == stream
+
+
 def test_format_sniffing() -> None:
     assert command.sniff_format(b"\0\0\0\1\x67") == "h264"
     assert command.sniff_format(b"\0\0\0\0\0\1\x09") == "h264"  # leading zero bytes are allowed
