@@ -152,7 +152,8 @@ def test_every_package_says_what_it_is_and_what_it_may_import() -> None:
 def test_no_flat_motion_modules_left() -> None:
     assert not list(PACKAGE.glob("motion_*.py"))
     top_level = sorted(p.stem for p in PACKAGE.glob("*.py"))
-    assert top_level == ["__init__", "__main__", "cli", "clock", "errors", "printable", "redact", "timeparse"]
+    assert top_level == ["__init__", "__main__", "cli", "clock", "errors", "printable", "redact", "source_spec",
+                         "timeparse"]
 
 
 @pytest.mark.parametrize(

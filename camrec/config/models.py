@@ -33,6 +33,7 @@ from camrec.config.yaml_reader import (
 )
 from camrec.errors import ConfigError, IdentityError
 from camrec.redact import redact, redact_url, register_url_credentials
+from camrec.source_spec import EXEC_HELP, EXEC_PREFIX, PICAMERA_HELP, PICAMERA_PREFIX, parse_picamera, split_exec
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
 __all__ = [
@@ -127,11 +128,13 @@ def _days(value: Any) -> float:
 
 _URL_SCHEMES = ("rtsp", "rtsps")
 _DEVICE = re.compile(r"/dev/video\d+|/dev/v4l/by-(?:id|path)/[^/\s]+")
-_SOURCE_HELP = "use rtsp://host:554/path, rtsps://…, synthetic: (the demo camera) or /dev/videoN"
+_SOURCE_HELP = ("use rtsp://host:554/path, rtsps://…, synthetic: (the demo camera), /dev/videoN, "
+                "picamera: (a Raspberry Pi camera module) or exec:<command writing H.264>")
 
 
 def _source(value: object) -> str:
-    """A camera source: rtsp(s) URL, synthetic:[options] or a V4L2 device; returned stripped."""
+    """A camera source: rtsp(s) URL, synthetic:[options], a V4L2 device, picamera:[options] or
+    exec:<command line>; returned stripped."""
     if not isinstance(value, str):
         raise _fail(f"expected a source string, got {kind_of(value)}", hint=_SOURCE_HELP)
     text = value.strip()
@@ -139,9 +142,30 @@ def _source(value: object) -> str:
     shown = redact_url(text)
     if not text:
         raise _fail("empty source", hint=_SOURCE_HELP)
+    lowered = text.lower()
+    # Before the whitespace check: a command line has spaces. Only the config file sets sources.
+    if lowered.startswith(EXEC_PREFIX):
+        if not text.startswith(EXEC_PREFIX):
+            raise _fail(f"write the exec source in lower case: {EXEC_PREFIX}…", hint=EXEC_HELP)
+        try:
+            split_exec(text)
+        except ValueError as exc:
+            raise _fail(f"bad exec source: {exc}", hint=EXEC_HELP) from None
+        return text
+    if lowered.startswith(PICAMERA_PREFIX):
+        if not text.startswith(PICAMERA_PREFIX):
+            raise _fail(f"write the Pi camera source in lower case: {PICAMERA_PREFIX}…", hint=PICAMERA_HELP)
+        if any(c.isspace() for c in text):
+            raise _fail(f"source {shown!r} contains whitespace", hint=PICAMERA_HELP)
+        try:
+            parse_picamera(text)
+        except ValueError as exc:
+            raise _fail(f"bad picamera source: {exc}", hint=PICAMERA_HELP) from None
+        return text
+    if lowered in ("exec", "picamera"):
+        raise _fail(f"write {lowered}: with a colon", hint=EXEC_HELP if lowered == "exec" else PICAMERA_HELP)
     if any(c.isspace() for c in text):
         raise _fail(f"source {shown!r} contains whitespace", hint="percent-encode spaces in URLs as %20")
-    lowered = text.lower()
     if lowered.startswith("synthetic:"):
         return text
     if lowered == "synthetic":

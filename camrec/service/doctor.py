@@ -505,14 +505,14 @@ def check_service(config: Any, *, sandboxed: bool, environ: Mapping[str, str] | 
         statuses.append("warn")
         notes.append("running as root: the service runs as camrec, and root can read every file, so these "
                      f"results are not the service's; {_DOCTOR_HINT}")
-    if any(c.enabled and c.source.startswith("/dev/video") for c in config.cameras.values()):
+    if any(c.enabled and c.source.startswith(("/dev/video", "picamera:")) for c in config.cameras.values()):
         try:
             video = grp.getgrnam("video").gr_gid
         except KeyError:
             video = -1
         if uid != 0 and video not in (os.getgid(), *os.getgroups()):
             statuses.append("warn")
-            notes.append(f"{user} is not in the video group: /dev/video* cameras will be refused")
+            notes.append(f"{user} is not in the video group: /dev/video* and Pi cameras will be refused")
 
     if sandboxed:
         fields = _proc_status(proc_status)

@@ -1,4 +1,5 @@
-"""Camera connections: RTSP (PyAV), the synthetic demo camera (later V4L2 and exec), the capture
+"""Camera connections: RTSP (PyAV), the synthetic demo camera, child processes writing H.264 (exec:,
+picamera:; later V4L2), the capture
 loop that keeps one connection per stream alive, and the packet hub that fans its packets out.
 May import: the foundation modules only (errors, redact, clock)."""
 
@@ -17,6 +18,11 @@ def make_source(url: str, *, transport: str = "tcp", open_timeout: float = 10.0,
         from camrec.sources.synthetic import SyntheticSource
 
         return SyntheticSource(url, generation=generation, clock=clock)
+    if url.startswith(("exec:", "picamera:")):
+        from camrec.sources.command import CommandSource
+
+        return CommandSource(url, open_timeout=open_timeout, read_timeout=read_timeout,
+                             generation=generation, clock=clock)
     if url.startswith("/dev/video"):
         raise SourceError(f"{url}: V4L2 (USB) cameras are not supported yet",
                           hint="use the camera's RTSP URL for now")
