@@ -72,3 +72,77 @@ def parse_picamera(source: str) -> PicameraOptions:
     if query and not pairs:
         raise ValueError(f"cannot read the picamera options {query!r}")
     return PicameraOptions(width=width, height=height, fps=fps, camera=camera)
+
+
+# --- V4L2 (USB) devices -----------------------------------------------------------------------
+
+V4L2_HELP = ("e.g. source: /dev/v4l/by-id/usb-…-video-index0?input_format=mjpeg&video_size=1280x720"
+             "&framerate=15 (options: input_format h264|mjpeg|yuyv422, video_size, framerate, "
+             "bitrate kbit/s, encoder auto|libx264|v4l2m2m)")
+V4L2_FORMATS = ("h264", "mjpeg", "yuyv422")
+V4L2_ENCODERS = ("auto", "libx264", "v4l2m2m")
+
+
+def is_v4l2(source: str) -> bool:
+    return source.startswith(("/dev/video", "/dev/v4l/"))
+
+
+@dataclass(frozen=True)
+class V4l2Options:
+    device: str
+    input_format: str | None = None  # None: the driver's default
+    width: int | None = None
+    height: int | None = None
+    framerate: int | None = None
+    bitrate: int = 2000  # kbit/s of camrec's own H.264 encode (MJPEG/YUYV cameras)
+    encoder: str = "auto"  # auto: h264_v4l2m2m when a test encode proves it, else libx264
+
+    def demuxer_options(self) -> dict[str, str]:
+        """Options for FFmpeg's v4l2 demuxer (av.open(..., format="v4l2", options=...))."""
+        options: dict[str, str] = {}
+        if self.input_format:
+            options["input_format"] = self.input_format
+        if self.width and self.height:
+            options["video_size"] = f"{self.width}x{self.height}"
+        if self.framerate:
+            options["framerate"] = str(self.framerate)
+        return options
+
+
+def parse_v4l2(source: str) -> V4l2Options:
+    """A V4L2 source string: a device path, then optional `?key=value&…` options."""
+    device, _, query = source.partition("?")
+    if not is_v4l2(device):
+        raise ValueError(f"{device!r} is not a V4L2 device path")
+    pairs = parse_qs(query, keep_blank_values=True)
+    fields: dict[str, object] = {}
+    for key, values in pairs.items():
+        value = values[-1].strip().lower()
+        if key == "input_format":
+            value = {"yuyv": "yuyv422", "mjpg": "mjpeg"}.get(value, value)
+            if value not in V4L2_FORMATS:
+                raise ValueError(f"input_format must be one of {', '.join(V4L2_FORMATS)}, got {value!r}")
+            fields["input_format"] = value
+        elif key == "video_size":
+            w, sep, h = value.partition("x")
+            if not (sep and w.isdigit() and h.isdigit()) or not (16 <= int(w) <= 8192 and 16 <= int(h) <= 8192):
+                raise ValueError(f"video_size must be WIDTHxHEIGHT, got {value!r}")
+            fields["width"], fields["height"] = int(w), int(h)
+        elif key == "framerate":
+            if not value.isdigit() or not 1 <= int(value) <= 120:
+                raise ValueError(f"framerate must be a whole number from 1 to 120, got {value!r}")
+            fields["framerate"] = int(value)
+        elif key == "bitrate":
+            if not value.isdigit() or not 100 <= int(value) <= 50000:
+                raise ValueError(f"bitrate must be kbit/s from 100 to 50000, got {value!r}")
+            fields["bitrate"] = int(value)
+        elif key == "encoder":
+            if value not in V4L2_ENCODERS:
+                raise ValueError(f"encoder must be one of {', '.join(V4L2_ENCODERS)}, got {value!r}")
+            fields["encoder"] = value
+        else:
+            raise ValueError(f"unknown V4L2 option {key!r} (known: input_format, video_size, framerate, "
+                             "bitrate, encoder)")
+    if query and not pairs:
+        raise ValueError(f"cannot read the V4L2 options {query!r}")
+    return V4l2Options(device=device, **fields)  # type: ignore[arg-type]
