@@ -33,7 +33,16 @@ from camrec.config.yaml_reader import (
 )
 from camrec.errors import ConfigError, IdentityError
 from camrec.redact import redact, redact_url, register_url_credentials
-from camrec.source_spec import EXEC_HELP, EXEC_PREFIX, PICAMERA_HELP, PICAMERA_PREFIX, parse_picamera, split_exec
+from camrec.source_spec import (
+    EXEC_HELP,
+    EXEC_PREFIX,
+    PICAMERA_HELP,
+    PICAMERA_PREFIX,
+    V4L2_HELP,
+    parse_picamera,
+    parse_v4l2,
+    split_exec,
+)
 from camrec.timeparse import format_duration, parse_duration, parse_size
 
 __all__ = [
@@ -171,7 +180,12 @@ def _source(value: object) -> str:
     if lowered == "synthetic":
         raise _fail("the demo camera is written 'synthetic:' (with a colon)", hint="source: synthetic:")
     if text.startswith("/"):
-        if _DEVICE.fullmatch(text):
+        device = text.partition("?")[0]
+        if _DEVICE.fullmatch(device):
+            try:
+                parse_v4l2(text)
+            except ValueError as exc:
+                raise _fail(f"bad V4L2 source: {exc}", hint=V4L2_HELP) from None
             return text
         raise _fail(f"{shown!r} is not a video device", hint="V4L2 cameras are /dev/videoN or /dev/v4l/by-id/…")
 

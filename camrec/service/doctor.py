@@ -505,7 +505,7 @@ def check_service(config: Any, *, sandboxed: bool, environ: Mapping[str, str] | 
         statuses.append("warn")
         notes.append("running as root: the service runs as camrec, and root can read every file, so these "
                      f"results are not the service's; {_DOCTOR_HINT}")
-    if any(c.enabled and c.source.startswith(("/dev/video", "picamera:")) for c in config.cameras.values()):
+    if any(c.enabled and c.source.startswith(("/dev/v", "picamera:")) for c in config.cameras.values()):
         try:
             video = grp.getgrnam("video").gr_gid
         except KeyError:

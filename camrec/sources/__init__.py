@@ -1,11 +1,10 @@
 """Camera connections: RTSP (PyAV), the synthetic demo camera, child processes writing H.264 (exec:,
-picamera:; later V4L2), the capture
+picamera:), USB cameras (V4L2), the capture
 loop that keeps one connection per stream alive, and the packet hub that fans its packets out.
 May import: the foundation modules only (errors, redact, clock)."""
 
 from __future__ import annotations
 
-from camrec.errors import SourceError
 from camrec.sources.base import Clock, MediaPacket, Source, StreamInfo, SystemClock
 
 __all__ = ["Clock", "MediaPacket", "Source", "StreamInfo", "SystemClock", "make_source"]
@@ -23,9 +22,11 @@ def make_source(url: str, *, transport: str = "tcp", open_timeout: float = 10.0,
 
         return CommandSource(url, open_timeout=open_timeout, read_timeout=read_timeout,
                              generation=generation, clock=clock)
-    if url.startswith("/dev/video"):
-        raise SourceError(f"{url}: V4L2 (USB) cameras are not supported yet",
-                          hint="use the camera's RTSP URL for now")
+    if url.startswith(("/dev/video", "/dev/v4l/")):
+        from camrec.sources.v4l2 import V4l2Source
+
+        return V4l2Source(url, open_timeout=open_timeout, read_timeout=read_timeout,
+                          generation=generation, clock=clock)
     from camrec.sources.rtsp import RtspSource
 
     return RtspSource(url, transport=transport, open_timeout=open_timeout, read_timeout=read_timeout,
