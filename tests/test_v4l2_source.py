@@ -356,3 +356,85 @@ def test_real_device_records_h264(tmp_path: Path) -> None:
     assert all(p is not None for p in packets)
     probe = mux(packets, tmp_path / "real.mp4")
     assert probe["codec"] == "h264" and probe["packets"] == len(packets)
+
+
+# --- camrec's daemon, recording a USB camera that is unplugged and re-plugged --------------------
+
+def make_scene(path: Path, seconds: float, motion: tuple[float, float]) -> Path:
+    """MJPEG (4:2:2, like UVC) of a still textured scene that an object crosses during `motion`."""
+    rng = np.random.default_rng(3)
+    base = rng.integers(60, 200, size=(H // 8, W // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    with av.open(str(path), "w", format="avi") as out:
+        stream: Any = out.add_stream("mjpeg", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuvj422p"
+        for i in range(round(seconds * FPS)):
+            img = base.copy()
+            t = i / FPS
+            if motion[0] <= t < motion[1]:
+                x = int((t - motion[0]) / (motion[1] - motion[0]) * (W - 80))
+                img[80:200, x:x + 80] = (250, 250, 250)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuvj422p")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_camrec_records_a_usb_camera_through_unplug_and_replug(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+    import subprocess
+
+    from camrec.config import load_config
+    from camrec.crypto.keys import X25519Identity
+    from camrec.service.daemon import Daemon
+
+    media = make_scene(tmp_path / "scene.avi", 9, motion=(3.0, 5.0))
+    replug = Replug(media, cut=round(4.5 * FPS), gone=1.0)  # unplugged in the middle of the motion
+    monkeypatch.setattr(v4l2, "default_opener", replug)
+    monkeypatch.setattr(v4l2, "resolve_device", lambda path, **kw: path)
+    monkeypatch.delenv("RUNTIME_DIRECTORY", raising=False)
+    owner = X25519Identity.generate()
+    key = tmp_path / "owner.key"
+    key.write_text(f"{owner}\n")
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    config = tmp_path / "camrec.yaml"
+    config.write_text(f"recipients: [{owner.recipient()}]\nstorage:\n  path: {storage}\n  min_free: 0\n"
+                      "cameras:\n  usb:\n    source: /dev/v4l/by-id/usb-test-video-index0?input_format=mjpeg"
+                      "&encoder=libx264&bitrate=800\n    pre_roll: 1s\n    post_roll: 1s\n    read_timeout: 2s\n")
+    daemon = Daemon(load_config(config))
+    runner = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
+    runner.start()
+
+    def clips() -> list[tuple[str, float, float]]:
+        db_path = storage / "index.sqlite3"
+        if not db_path.exists():
+            return []
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as db:
+            return db.execute("SELECT path, start, end FROM clips WHERE state = 'complete' ORDER BY start").fetchall()
+
+    try:
+        deadline = time.monotonic() + 40
+        while len(clips()) < 2:  # the one cut by the unplug, and the motion after the re-plug
+            assert runner.is_alive() and time.monotonic() < deadline, f"clips: {clips()}"
+            time.sleep(0.2)
+    finally:
+        daemon.stop_event.set()
+        runner.join(30)
+    assert replug.opens >= 2 and replug.reopened_at is not None and replug.unplugged_at is not None
+    assert replug.reopened_at - (replug.unplugged_at + replug.gone) <= 3.0
+    first_start, first_end = clips()[0][1:]
+    # Cut by the unplug at 4.5 s (from 2 s: 1 s pre-roll before the motion), not at 6 s (post-roll).
+    assert first_end - first_start < 3.2, clips()
+    for path, start, end in clips()[:2]:
+        plain = tmp_path / (Path(path).name + ".mp4")
+        subprocess.run(["age", "-d", "-i", str(key), "-o", str(plain), str(storage / path)], check=True)
+        probe = ffprobe(plain)
+        assert (probe["codec"], probe["width"], probe["height"]) == ("h264", W, H)
+        assert abs(probe["duration"] - (end - start)) <= 1 / FPS + 0.05, (probe, start, end)
+        assert abs(probe["packets"] - probe["duration"] * FPS) <= 1.5, probe
+        assert probe["packets"] >= FPS  # pre-roll and some of the crossing at least
+        frames = subprocess.run(["ffmpeg", "-v", "error", "-i", str(plain), "-f", "null", "-"],
+                                capture_output=True, text=True)
+        assert frames.returncode == 0 and not frames.stderr.strip(), frames.stderr  # it plays
