@@ -169,13 +169,16 @@ def test_metadata_nodes_are_refused(tree: tuple[Path, Path, Path]) -> None:
 
 def test_a_plain_node_gets_a_hint_to_use_its_stable_name(tree: tuple[Path, Path, Path],
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    dev, _sys, v4l = tree
+    dev, sys_root, v4l = tree
     assert v4l2.stable_name(str(dev / "video0"), v4l) == str(v4l / "by-id" / "usb-cam-video-index0")
     assert v4l2.stable_name(str(dev / "video2"), v4l) == str(v4l / "by-path" / "pci-usb-0:1-video-index0")
-    caplog.set_level("INFO", logger="camrec.sources.v4l2")
-    v4l2._hinted.discard("/dev/video0")
-    # The hint is for /dev/videoN paths: check the helper the message uses on the real layout.
-    assert v4l2.stable_name("/nonexistent/video9", v4l) is None
+    assert v4l2.stable_name(str(dev / "video9"), v4l) is None
+    with caplog.at_level("INFO", logger="camrec.sources.v4l2"):
+        for _ in range(2):
+            assert resolve_device(str(dev / "video0"), sys_root=sys_root, v4l_root=v4l) == str(dev / "video0")
+        resolve_device(str(v4l / "by-id" / "usb-cam-video-index0"), sys_root=sys_root, v4l_root=v4l)
+    hints = [r.getMessage() for r in caplog.records if "survives re-plugging" in r.getMessage()]
+    assert len(hints) == 1 and "usb-cam-video-index0" in hints[0]  # once, and not for the by-id name
 
 
 # --- errno → one line ------------------------------------------------------------------------------
@@ -259,17 +262,39 @@ def test_device_timestamps_that_go_back_fall_back_to_arrival() -> None:
     assert src._use_arrival
 
 
-def test_a_read_timeout_is_a_source_error() -> None:
-    src = source()
-    src.info = object()  # type: ignore[assignment]
+def test_a_read_blocked_in_the_driver_is_cut_by_the_watchdog(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    media = make_mjpeg(tmp_path / "in.avi", 1)
+    release = threading.Event()
+    closed = threading.Event()
 
-    def stalled() -> Any:
-        raise av.error.ExitError(errno.EIO, "Immediate exit requested")
-        yield
+    class Hanging:
+        def __init__(self, container: Any) -> None:
+            self.container, self.streams = container, container.streams
 
-    src._packets = stalled()
-    with pytest.raises(SourceError, match="no video for 5 s"):
+        def demux(self, stream: Any) -> Any:
+            it = self.container.demux(stream)
+            yield next(it)
+            release.wait(30)  # VIDIOC_DQBUF that never returns (until the test lets it)
+            yield from it
+
+        def close(self) -> None:
+            self.container.close()
+            closed.set()
+
+    src = source("/dev/video0?encoder=libx264",
+                 opener=lambda *a: Hanging(av.open(str(media))), read_timeout=0.5)
+    src.open()
+    assert src.read() is not None
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match=r"no video for 0\.5 s"):
         src.read()
+    assert time.monotonic() - t0 < 2.0
+    with caplog.at_level("WARNING", logger="camrec.sources.v4l2"):
+        src.close()  # returns although the read is still stuck
+    assert "stuck in the driver" in caplog.text and not closed.is_set()
+    release.set()
+    assert closed.wait(5), "the reader closes the device once the stuck read returns"
 
 
 # --- unplug and re-plug through the capture loop ------------------------------------------------

@@ -12,8 +12,10 @@ is the fallback) or `/dev/videoN`, with optional options (camrec.source_spec.par
   `bitrate` kbit/s), or with `h264_v4l2m2m` (the Pi 4's hardware encoder) when a one-second test
   encode at start proves it works and writes codec headers.
 - Timestamps: the device's, when they increase; otherwise the arrival time.
-- Device trouble (errno) is a SourceError with one line and a hint; the capture loop reopens. A
-  read that blocks longer than `read_timeout` is interrupted by PyAV's timeout (the watchdog).
+- Device trouble (errno) is a SourceError with one line and a hint; the capture loop reopens.
+- The demux runs in a reader thread: a read blocked in the driver (FFmpeg's interrupt callback is
+  not checked inside VIDIOC_DQBUF) makes read() give up after `read_timeout` (the watchdog), and the
+  capture loop reopens.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable
 from fractions import Fraction
@@ -40,6 +44,8 @@ TIME_BASE = Fraction(1, 90000)
 TICKS = 90000
 SYS_ROOT = Path("/sys/class/video4linux")
 V4L_ROOT = Path("/dev/v4l")
+INBOX_DEPTH = 64  # demuxed packets waiting for read(): a few seconds of video
+_EOF = object()
 
 # opener(device, options, open_timeout, read_timeout) -> an opened PyAV input container
 Opener = Callable[[str, dict[str, str], float, float], Any]
@@ -82,7 +88,7 @@ def resolve_device(path: str, *, sys_root: Path = SYS_ROOT, v4l_root: Path = V4L
     if index and index != "0":
         raise SourceError(f"{path} ({real}) is not a capture node (a UVC metadata node, index {index})",
                           hint="use the camera's …-video-index0 name")
-    if os.path.basename(path) == name and path.startswith("/dev/video") and path not in _hinted:
+    if not os.path.islink(path) and path not in _hinted:  # /dev/videoN itself: may change on re-plug
         stable = stable_name(real, v4l_root)
         if stable:
             _hinted.add(path)
@@ -171,8 +177,11 @@ class V4l2Source:
         self.encoder_name: str | None = None  # None: packets are copied
         self._container: Any = None
         self._stream: Any = None
-        self._packets: Any = None
+        self._inbox: queue.Queue[tuple[Any, float]] | None = None
+        self._reader_thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._encoder: Any = None
+        self._decoder: Any = None
         self._pending: deque[Any] = deque()
         self._ticks = TICKS // 15
         self._origin: float | None = None  # device seconds of the first frame
@@ -214,13 +223,34 @@ class V4l2Source:
         if ctx.name == "h264":
             extradata = bytes(ctx.extradata) if ctx.extradata else None
         else:
+            self._decoder = self._make_decoder(ctx)
             self._encoder = self._make_encoder(width, height, max(1, round(fps)))
         self.info = StreamInfo(codec="h264", width=width, height=height, time_base=TIME_BASE, fps=fps,
                                extradata=extradata, generation=self.generation)
-        self._packets = self._container.demux(stream)
+        self._inbox = queue.Queue(maxsize=INBOX_DEPTH)
+        self._reader_thread = threading.Thread(
+            target=self._reader, args=(self._container, self._container.demux(stream), self._inbox, self._stop),
+            name=f"v4l2-{os.path.basename(self.device)}", daemon=True)
+        self._container = None  # the reader closes it
+        self._reader_thread.start()
         log.debug("%s: %s %dx%d @ %.3g fps, %s", self.device, ctx.name, width, height, fps,
                   f"encoded with {self.encoder_name}" if self.encoder_name else "copied")
         return self.info
+
+    def _make_decoder(self, ctx: Any) -> Any:
+        """A decoder of our own: the container (and its codec contexts) is closed by the reader
+        thread, which must not pull the decoder from under read()."""
+        try:
+            dec: Any = av.CodecContext.create(ctx.name, "r")
+            dec.width, dec.height = ctx.width, ctx.height
+            if ctx.format is not None:
+                dec.pix_fmt = ctx.format.name
+            if ctx.extradata:
+                dec.extradata = ctx.extradata
+            dec.open()
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise SourceError(f"{self.device}: cannot decode its {ctx.name} video: {exc}") from None
+        return dec
 
     def _make_encoder(self, width: int, height: int, fps: int) -> Any:
         if width % 2 or height % 2:
@@ -250,20 +280,57 @@ class V4l2Source:
 
     # --- read -------------------------------------------------------------------------------
 
-    def _next_packet(self) -> Any:
-        """The next demuxed packet with data, or None at end of stream."""
-        while True:
+    def _reader(self, container: Any, packets: Any, inbox: queue.Queue[tuple[Any, float]],
+                stop: threading.Event) -> None:
+        """The demux loop, in its own thread so that a read blocked in the driver (VIDIOC_DQBUF
+        does not check FFmpeg's interrupt callback) can't block the capture loop: read() gives up
+        after read_timeout. The container is closed here, once no read is in flight."""
+        item: tuple[Any, float]
+        try:
+            while not stop.is_set():
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    item = (_EOF, 0.0)
+                except av.error.ExitError:
+                    item = (SourceError(f"no video for {self.read_timeout:g} s from {self.device}",
+                                        hint="the camera stopped sending frames; it is reopened"), 0.0)
+                except (av.error.FFmpegError, OSError) as exc:
+                    item = (error_for(self.device, exc, reading=True), 0.0)
+                except Exception as exc:  # a bug or an FFmpeg surprise: read() reports it
+                    log.debug("%s: reader failed", self.device, exc_info=True)
+                    item = (SourceError(f"reading {self.device}: {type(exc).__name__}: {exc}"), 0.0)
+                else:
+                    if not packet.size:
+                        continue
+                    item = (packet, self.clock.monotonic())
+                while not stop.is_set():
+                    try:
+                        inbox.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if not isinstance(item[0], av.Packet):
+                    return
+        finally:
             try:
-                packet = next(self._packets)
-            except StopIteration:
-                return None
-            except av.error.ExitError:
-                raise SourceError(f"no video for {self.read_timeout:g} s from {self.device}",
-                                  hint="the camera stopped sending frames; it is reopened") from None
-            except (av.error.FFmpegError, OSError) as exc:
-                raise error_for(self.device, exc, reading=True) from None
-            if packet.size:
-                return packet
+                container.close()
+            except Exception:  # an unplugged device may fail to close; nothing to save
+                log.debug("close failed for %s", self.device, exc_info=True)
+
+    def _next_packet(self) -> tuple[Any, float] | None:
+        """The next demuxed packet with data and its arrival time, or None at end of stream."""
+        assert self._inbox is not None
+        try:
+            packet, arrival = self._inbox.get(timeout=self.read_timeout)
+        except queue.Empty:
+            raise SourceError(f"no video for {self.read_timeout:g} s from {self.device}",
+                              hint="the camera stopped sending frames; it is reopened") from None
+        if packet is _EOF:
+            return None
+        if isinstance(packet, SourceError):
+            raise packet
+        return packet, arrival
 
     def _stamp(self, packet: Any, arrival: float) -> int:
         """90 kHz pts from the device's timestamp while it increases, else from the arrival time."""
@@ -286,21 +353,21 @@ class V4l2Source:
     def read(self) -> MediaPacket | None:
         assert self.info is not None, "open() first"
         if self._encoder is None:
-            packet = self._next_packet()
-            if packet is None:
+            got = self._next_packet()
+            if got is None:
                 return None
-            arrival = self.clock.monotonic()
+            packet, arrival = got
             pts = self._stamp(packet, arrival)
             return MediaPacket(data=bytes(packet), pts=pts, dts=pts, duration=self._ticks,
                                keyframe=bool(packet.is_keyframe), arrival=arrival, stream=self.info)
         while not self._pending:
-            packet = self._next_packet()
-            if packet is None:
+            got = self._next_packet()
+            if got is None:
                 return None
-            arrival = self.clock.monotonic()
+            packet, arrival = got
             pts = self._stamp(packet, arrival)
             try:
-                frames = packet.decode()
+                frames = self._decoder.decode(packet)
             except av.error.FFmpegError as exc:  # one corrupt JPEG: skip the frame
                 log.debug("%s: a frame did not decode: %s", self.device, exc)
                 continue
@@ -323,13 +390,21 @@ class V4l2Source:
                            keyframe=bool(encoded.is_keyframe), arrival=arrival, stream=self.info)
 
     def close(self) -> None:
+        self._stop.set()
         container, self._container = self._container, None
-        self._packets = None
-        self._encoder = None
+        reader, self._reader_thread = self._reader_thread, None
+        self._inbox = None
+        self._encoder = self._decoder = None
         self._pending.clear()
         self._frame_pts.clear()
-        if container is not None:
+        if container is not None:  # opened, but the reader never started
             try:
                 container.close()
-            except Exception:  # an unplugged device may fail to close; nothing to save
+            except Exception:
                 log.debug("close failed for %s", self.device, exc_info=True)
+        if reader is not None:
+            reader.join(timeout=1.0)
+            if reader.is_alive():
+                # Blocked inside the driver: it closes the device when (if) the read returns.
+                log.warning("%s: a read is stuck in the driver; the device stays open until it returns "
+                            "(unplug and re-plug the camera if it does not come back)", self.device)
