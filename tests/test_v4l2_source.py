@@ -203,6 +203,22 @@ def test_av_errors_map_by_errno() -> None:
     assert "in use by another program" in v4l2.error_for("/dev/video0", exc).message
 
 
+def test_the_real_v4l2_demuxer_refuses_a_non_device_with_enotty() -> None:
+    with pytest.raises(OSError) as info:  # FFmpeg's v4l2 demuxer, for real: VIDIOC_QUERYCAP fails
+        v4l2.default_opener("/dev/null", {"input_format": "mjpeg"}, 2.0, 2.0)
+    assert "not a video capture device" in v4l2.error_for("/dev/null", info.value).message
+
+
+def test_auto_encoder_falls_back_to_libx264_when_the_hardware_encoder_fails(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(v4l2, "_m2m_verdict", {})
+    src = source("/dev/video0", opener=Opener(make_mjpeg(tmp_path / "in.avi", 1)))
+    src.open()  # no /dev/video here, so the one-second h264_v4l2m2m test encode fails
+    assert src.encoder_name == "libx264" and v4l2._m2m_verdict == {(W, H): False}
+    assert src.read() is not None
+    src.close()
+
+
 # --- the encode path, end to end ---------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["mjpeg", "yuyv"])
