@@ -239,6 +239,43 @@ def test_mjpeg_and_yuyv_are_encoded_to_h264(kind: str, tmp_path: Path) -> None:
     assert abs(probe["duration"] - 3.0) <= 1 / FPS + 0.01
 
 
+def test_keyframes_without_headers_get_the_last_ones(tmp_path: Path) -> None:
+    """An encoder that writes SPS/PPS only once (h264_v4l2m2m has been seen to): every keyframe
+    still starts with them, so clips cut at any keyframe play."""
+    src = source("/dev/video0?encoder=libx264", opener=Opener(make_mjpeg(tmp_path / "in.avi", 3)))
+    src.open()
+    real = src._encoder
+
+    class OnceHeaders:
+        def __init__(self) -> None:
+            self.seen = False
+            self.stripped = 0
+
+        def encode(self, frame: Any) -> list[Any]:
+            out = []
+            for p in real.encode(frame):
+                data = bytes(p)
+                if p.is_keyframe and self.seen:  # strip SPS/PPS from later keyframes
+                    data = b"".join(b"\0\0\1" + n for n in data.split(b"\0\0\1")[1:]
+                                    if n and n[0] & 0x1F not in (7, 8))
+                    assert not v4l2._annexb_has_sps(data)
+                    self.stripped += 1
+                self.seen = self.seen or bool(p.is_keyframe)
+                q = av.Packet(data)
+                q.pts, q.is_keyframe = p.pts, p.is_keyframe
+                out.append(q)
+            return out
+
+    src._encoder = once = OnceHeaders()
+    packets = list(iter(src.read, None))
+    src.close()
+    assert once.stripped == 2
+    keys = [p for p in packets if p.keyframe]
+    assert len(keys) == 3 and all(v4l2._annexb_has_sps(p.data) for p in keys)
+    probe = mux(packets[15:], tmp_path / "cut.mp4")  # a clip that starts at the second keyframe
+    assert probe["packets"] == 30 and probe["codec"] == "h264"
+
+
 def test_h264_input_is_copied(tmp_path: Path) -> None:
     media = tmp_path / "in.mkv"
     with av.open(str(media), "w") as out:
@@ -271,7 +308,7 @@ def test_device_timestamps_that_go_back_fall_back_to_arrival() -> None:
         def __init__(self, pts: int) -> None:
             self.pts = pts
 
-    src.clock = type("C", (), {"monotonic": lambda self: next(times)})()  # type: ignore[assignment]
+    src.clock = type("C", (), {"monotonic": lambda self: next(times)})()
     assert src._stamp(P(5000), 10.0) == 0
     assert src._stamp(P(5066), 10.1) == round(0.066 * 90000)
     assert src._stamp(P(4000), 10.2) == round(0.2 * 90000)  # went back: arrival time from now on
@@ -356,12 +393,19 @@ class Paced:
 def test_unplug_closes_the_stream_and_replug_resumes_within_3_s(tmp_path: Path) -> None:
     media = make_mjpeg(tmp_path / "in.avi", 4)
     replug = Replug(media, cut=FPS, gone=1.5)
-    hub = PacketHub("usb/main")
     got: list[tuple[float, Any]] = []
     ends: list[str] = []
-    real_publish, real_end = hub.publish, hub.end_stream
-    hub.publish = lambda p: (got.append((time.monotonic(), p)), real_publish(p))[1]  # type: ignore[method-assign]
-    hub.end_stream = lambda reason: (ends.append(reason), real_end(reason))[1]  # type: ignore[method-assign]
+
+    class Witness(PacketHub):
+        def publish(self, packet: Any) -> None:
+            got.append((time.monotonic(), packet))
+            super().publish(packet)
+
+        def end_stream(self, reason: str = "disconnected") -> None:
+            ends.append(reason)
+            super().end_stream(reason)
+
+    hub = Witness("usb/main")
     stop = threading.Event()
     capture = Capture("usb", "main", lambda g: V4l2Source("/dev/video0?encoder=libx264", generation=g, opener=replug,
                                                                        resolver=lambda p: p), hub, stop)

@@ -37,6 +37,7 @@ from av.video.frame import PictureType
 from camrec.errors import SourceError
 from camrec.source_spec import V4L2_HELP, V4l2Options, parse_v4l2
 from camrec.sources.base import Clock, MediaPacket, StreamInfo, SystemClock
+from camrec.sources.command import parameter_sets
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,7 @@ class V4l2Source:
         self._stop = threading.Event()
         self._encoder: Any = None
         self._decoder: Any = None
+        self._headers = b""  # the encoder's last SPS/PPS (Annex B)
         self._pending: deque[Any] = deque()
         self._ticks = TICKS // 15
         self._origin: float | None = None  # device seconds of the first frame
@@ -269,8 +271,6 @@ class V4l2Source:
             # SPS/PPS before every keyframe (like a camera), so any clip cut starts decodable.
             enc.options = {"preset": "ultrafast", "tune": "zerolatency",
                            "x264-params": f"keyint={fps}:min-keyint={fps}:scenecut=0:bframes=0:repeat-headers=1"}
-        else:
-            enc.options = {"repeat_header": "1"}  # headers in-band (fMP4 without them does not play)
         try:
             enc.open()
         except (av.error.FFmpegError, OSError) as exc:
@@ -386,7 +386,15 @@ class V4l2Source:
         encoded = self._pending.popleft()
         pts = int(encoded.pts)
         arrival = self._frame_pts.pop(pts, self.clock.monotonic())
-        return MediaPacket(data=bytes(encoded), pts=pts, dts=pts, duration=self._ticks,
+        data = bytes(encoded)
+        if encoded.is_keyframe:
+            # Every keyframe carries SPS/PPS (a clip or the pre-roll may start at any of them): an
+            # encoder that writes them only once (h264_v4l2m2m has been seen to) gets them repeated.
+            if _annexb_has_sps(data):
+                self._headers = parameter_sets(data)
+            elif self._headers:
+                data = self._headers + data
+        return MediaPacket(data=data, pts=pts, dts=pts, duration=self._ticks,
                            keyframe=bool(encoded.is_keyframe), arrival=arrival, stream=self.info)
 
     def close(self) -> None:
